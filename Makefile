@@ -1,0 +1,33 @@
+# The two commands a user needs, each doing its own set-up on a fresh machine:
+#   make repro   build the environment, then run every pipeline (dvc repro --keep-going + summary)
+#   make test    build the environment, then run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.md5(open('requirements.txt','rb').read()).hexdigest()[:12])")
+
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup repro test bench clean-env
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+repro: $(STAMP)
+	$(BIN)/python -m stages repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,73 @@
+"""Where each step of each run reads and writes: the single source of the paths.
+
+dvc.yaml declares the same paths with `${key}` (the run key, `<example>-<variant>`);
+tests/test_layout.py checks that every stage DVC resolves lists exactly these,
+so the code and the pipeline cannot drift apart.
+
+Layers, by example run:
+    data/raw/<dataset>/          download     (DVC cache)
+    data/processed/<run>/        preprocess   (DVC cache)
+    models/<run>/                train        (DVC cache)
+    plots/<run>/training/        train        (git: DVCLive per-epoch metrics)
+    data/predictions/<run>/      evaluate     (DVC cache)
+    metrics/<run>.json           evaluate     (git)
+    plots/<run>/figures/         plot         (git: CSV/JSON for DVC templates, PNGs)
+    .checkpoints/<run>/          train        (neither: resume state while training runs)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def run_key(example: str, variant: str) -> str:
+    return f"{example}-{variant}"
+
+
+def raw_dir(dataset: str) -> Path:
+    return Path("data/raw") / dataset
+
+
+@dataclass(frozen=True)
+class Layout:
+    """All paths of one run, relative to the project root."""
+
+    key: str
+
+    @property
+    def processed(self) -> Path:
+        return Path("data/processed") / self.key
+
+    @property
+    def model(self) -> Path:
+        return Path("models") / self.key
+
+    @property
+    def training(self) -> Path:
+        return Path("plots") / self.key / "training"
+
+    @property
+    def predictions(self) -> Path:
+        return Path("data/predictions") / self.key
+
+    @property
+    def metrics(self) -> Path:
+        return Path("metrics") / f"{self.key}.json"
+
+    @property
+    def figures(self) -> Path:
+        return Path("plots") / self.key / "figures"
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(".checkpoints") / self.key
+
+    def outputs(self, step: str) -> list[Path]:
+        """The outputs dvc.yaml must declare for `step` of this run."""
+        return {
+            "preprocess": [self.processed],
+            "train": [self.model, self.training],
+            "evaluate": [self.predictions, self.metrics],
+            "plot": [self.figures],
+        }[step]

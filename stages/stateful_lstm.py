@@ -1,0 +1,191 @@
+"""Stateful LSTM learning a damped cosine (Keras' stateful_lstm.py).
+
+The original generates 50,000 points of 100 * cos(2 pi i / 1000) * exp(-1e-4 i),
+asks a stack of two stateful LSTM(50) layers to predict the mean of the next
+`lahead` values from the current one, trains 25 epochs of batch 25 with
+shuffling off and states reset between epochs, then plots expected against
+predicted over the whole series. It has no numeric headline; the notes show
+lahead = 1, 20 and 5000.
+
+Differences from the original:
+* The three lahead values run as three variants (one cached pipeline each)
+  instead of one edited constant.
+* Targets are computed with a cumulative sum instead of a Python loop; the
+  last `lahead` rows, which have no future, are 0 as in the original.
+* evaluate adds numbers the original never printed: MSE and MAE against the
+  expected series, beside a naive forecast that repeats the current value.
+  By default they skip the zero-target tail (`evaluate.exclude_zero_tail`).
+* Weights are saved as .weights.h5, with the build settings in model.json.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
+from stages.core.errors import ParamsError
+from stages.core.params import ExampleParams, RunParams, Section
+from stages.plotting import png, thin
+
+N_PARAMS = 30_651  # trainable parameters of the original model
+
+
+class Preprocess(Section):
+    n_points: int = Field(ge=2, description="length of the series")
+    amplitude: float = Field(gt=0)
+    period: float = Field(gt=0, description="points per cosine period")
+    damping: float = Field(ge=0, description="k in exp(-k i)")
+    lahead: int = Field(ge=1, description="target = mean of the next lahead values")
+
+
+class Train(Section):
+    batch_size: int = Field(ge=1, description="also the number of parallel state rows")
+    epochs: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, description="RMSprop")
+
+
+class Evaluate(Section):
+    exclude_zero_tail: bool = Field(description="score only rows whose target has a full future")
+
+
+class Plot(Section):
+    max_points: int = Field(ge=10, description="rows kept in the plot CSV")
+
+
+class Params(ExampleParams):
+    preprocess: Preprocess
+    train: Train
+    evaluate: Evaluate
+    plot: Plot
+
+
+# --- pure functions ----------------------------------------------------------
+
+
+def damped_cosine(n_points: int, amplitude: float, period: float, damping: float) -> np.ndarray:
+    """(n_points, 1, 1) float32: amplitude * cos(2 pi i / period) * exp(-damping i)."""
+    i = np.arange(n_points, dtype=np.float64)
+    values = amplitude * np.cos(2 * np.pi * i / period) * np.exp(-damping * i)
+    return values.astype(np.float32).reshape(n_points, 1, 1)
+
+
+def lahead_targets(series: np.ndarray, lahead: int) -> np.ndarray:
+    """(N, 1) float32: row i is the mean of series[i+1 : i+1+lahead]; 0 where that runs off the end."""
+    values = series.reshape(-1).astype(np.float64)
+    n = len(values)
+    out = np.zeros((n, 1), dtype=np.float64)
+    if lahead < n:
+        csum = np.concatenate([[0.0], np.cumsum(values)])
+        rows = np.arange(n - lahead)
+        out[rows, 0] = (csum[rows + 1 + lahead] - csum[rows + 1]) / lahead
+    return out.astype(np.float32)
+
+
+def regression_metrics(expected: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    err = np.asarray(predicted, np.float64).reshape(-1) - np.asarray(expected, np.float64).reshape(-1)
+    return {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err)))}
+
+
+def build_model(batch_size: int, learning_rate: float):
+    """LSTM(50, stateful, return_sequences) -> LSTM(50, stateful) -> Dense(1), input (batch, 1, 1)."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input(batch_shape=(batch_size, 1, 1)),
+            keras.layers.LSTM(50, return_sequences=True, stateful=True),
+            keras.layers.LSTM(50, stateful=True),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss="mse")
+    return model
+
+
+# --- steps -------------------------------------------------------------------
+
+
+def preprocess(run) -> None:
+    p = run.params.preprocess
+    series = damped_cosine(p.n_points, p.amplitude, p.period, p.damping)
+    targets = lahead_targets(series, p.lahead)
+    with atomic_dir(run.paths.processed) as out:
+        save_arrays(out, {"x": series, "y": targets})
+        write_json(out / "meta.json", {"n_points": p.n_points, "lahead": p.lahead, "x": "(N, 1, 1) float32", "y": "(N, 1) float32"})
+    print(f"series {series.shape}, targets {targets.shape}, lahead {p.lahead}")
+
+
+def _check_batches(n: int, batch_size: int, params: RunParams) -> None:
+    if n % batch_size:
+        raise ParamsError(
+            f"'{params.example}.train.batch_size' = {batch_size} must divide "
+            f"'{params.example}.preprocess.n_points' = {n}: a stateful LSTM needs whole batches "
+            "so that row k of each batch continues row k of the one before."
+        )
+
+
+def train(run) -> None:
+    from stages import training
+
+    p = run.params.train
+    x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
+    _check_batches(len(x), p.batch_size, run.params)
+    training.seed_everything(run.seed)
+    model = build_model(p.batch_size, p.learning_rate)
+    n_params = model.count_params()
+    assert n_params == N_PARAMS, f"model has {n_params} parameters, expected {N_PARAMS}"
+    training.fit(
+        model,
+        lambda first: training.batches([x, y], p.batch_size, seed=run.seed, shuffle=False, first_epoch=first, epochs=p.epochs),
+        epochs=p.epochs,
+        live_dir=run.paths.training,
+        checkpoint_dir=run.paths.checkpoints,
+        reset_states_each_epoch=True,
+        verbose=2,
+    )
+    with atomic_dir(run.paths.model) as out:
+        training.save_model_weights(model, out)
+        write_json(out / "model.json", {"batch_size": p.batch_size, "learning_rate": p.learning_rate, "parameters": n_params})
+    training.ResumableCheckpoint(run.paths.checkpoints).clear()
+
+
+def evaluate(run) -> None:
+    from stages.training import reset_rnn_states, seed_everything
+
+    x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
+    lahead = read_json(run.paths.processed / "meta.json")["lahead"]
+    config = read_json(run.paths.model / "model.json")
+    seed_everything(run.seed)
+    model = build_model(config["batch_size"], config["learning_rate"])
+    model.load_weights(run.paths.model / "model.weights.h5")
+    reset_rnn_states(model)
+    predicted = model.predict(x, batch_size=config["batch_size"], verbose=0).astype(np.float32)
+    rows = slice(0, len(x) - lahead) if run.params.evaluate.exclude_zero_tail else slice(None)
+    naive = x.reshape(-1, 1)  # forecast: the next values equal the current one
+    metrics = {
+        "model": regression_metrics(y[rows], predicted[rows]),
+        "naive_last_value": regression_metrics(y[rows], naive[rows]),
+        "rows_scored": int(len(y[rows])),
+        "lahead": lahead,
+    }
+    metrics["mse_ratio_to_naive"] = metrics["model"]["mse"] / max(metrics["naive_last_value"]["mse"], 1e-12)
+    with atomic_dir(run.paths.predictions) as out:
+        save_arrays(out, {"predicted": predicted})
+    write_json(run.paths.metrics, metrics)
+    print(f"lahead {lahead}: model MSE {metrics['model']['mse']:.4g}, naive MSE {metrics['naive_last_value']['mse']:.4g}")
+
+
+def plot(run) -> None:
+    y = load_array(run.paths.processed, "y").reshape(-1)
+    predicted = load_array(run.paths.predictions, "predicted").reshape(-1)
+    keep = thin(len(y), run.params.plot.max_points)
+    with atomic_dir(run.paths.figures) as out:
+        write_csv(out / "predictions.csv", {"step": keep, "expected": y[keep], "predicted": predicted[keep]})
+        with png(out / "predictions.png", figsize=(10, 6), dpi=100) as fig:
+            top, bottom = fig.subplots(2, 1, sharex=True)
+            top.plot(keep, y[keep], color="tab:blue")
+            top.set_title(f"Expected ({run.paths.key})")
+            bottom.plot(keep, predicted[keep], color="tab:orange")
+            bottom.set_title("Predicted")
+            bottom.set_xlabel("step")
