@@ -151,14 +151,14 @@ def train(run) -> None:
 
 
 def evaluate(run) -> None:
-    from stages.training import reset_rnn_states, seed_everything
+    from stages.training import load_model_weights, reset_rnn_states, seed_everything
 
     x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
     lahead = read_json(run.paths.processed / "meta.json")["lahead"]
     config = read_json(run.paths.model / "model.json")
     seed_everything(run.seed)
     model = build_model(config["batch_size"], config["learning_rate"])
-    model.load_weights(run.paths.model / "model.weights.h5")
+    load_model_weights(model, run.paths.model / "model.weights.h5")
     reset_rnn_states(model)
     predicted = model.predict(x, batch_size=config["batch_size"], verbose=0).astype(np.float32)
     rows = slice(0, len(x) - lahead) if run.params.evaluate.exclude_zero_tail else slice(None)

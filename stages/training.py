@@ -222,6 +222,13 @@ def fit(
     return history
 
 
+def load_model_weights(model, path: str | os.PathLike) -> None:
+    """Load weights saved by `save_model_weights` (optimizer state included)."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+
+
 def save_model_weights(model, folder: str | os.PathLike, name: str = "model.weights.h5") -> Path:
     """Save weights only: unlike a .keras file they carry no timestamp, so re-runs hash the same."""
     path = Path(folder) / name

@@ -1,0 +1,123 @@
+"""Small dataset files in exactly the formats the real downloads have.
+
+mnist.npz, imdb.npz and reuters.npz cannot be had on this machine, so tests use
+these: same file names, same array names, dtypes and layouts as the Keras
+downloads, with class-dependent patterns so that a model can learn them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def image_arrays(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """(n, size, size) uint8 images and (n,) uint8 labels 0..9.
+
+    Class c lights a 6x6 block whose position depends on c, over faint noise,
+    so classes are easy to tell apart but not identical.
+    """
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(n, size, size), dtype=np.uint8)
+    for c in range(10):
+        r, col = 2 + 5 * (c // 5) * 2, 2 + 5 * (c % 5)
+        images[labels == c, r : r + 6, col : col + 6] = 255
+    return images, labels
+
+
+def write_mnist_npz(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+    """data/raw/mnist/mnist.npz: x_train (n, 28, 28) uint8, y_train (n,) uint8, x_test, y_test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = image_arrays(n_train, seed)
+    x_test, y_test = image_arrays(n_test, seed + 1)
+    path = folder / "mnist.npz"
+    np.savez_compressed(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def _idx_gz(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fashion_mnist(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 10) -> list[Path]:
+    """The four Fashion-MNIST IDX gz files (same layout as the real ones)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = image_arrays(n_train, seed)
+    x_test, y_test = image_arrays(n_test, seed + 1)
+    files = {
+        "train-images-idx3-ubyte.gz": x_train,
+        "train-labels-idx1-ubyte.gz": y_train,
+        "t10k-images-idx3-ubyte.gz": x_test,
+        "t10k-labels-idx1-ubyte.gz": y_test,
+    }
+    for name, array in files.items():
+        _idx_gz(folder / name, array)
+    return [folder / name for name in files]
+
+
+def _object_array(rows: list[list[int]]) -> np.ndarray:
+    out = np.empty(len(rows), dtype=object)
+    out[:] = rows
+    return out
+
+
+def write_imdb(folder: Path, n: int = 200, vocab: int = 300, seed: int = 0) -> list[Path]:
+    """imdb.npz (x_train/x_test object arrays of int lists, y_train/y_test) + imdb_word_index.json.
+
+    Word ids are raw (before the loader's start/oov/index_from shift); positive
+    reviews use words 1..vocab/2 more often, negative ones the other half.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def split(count):
+        y = (np.arange(count) % 2).astype(np.int64)
+        rows = []
+        for label in y:
+            length = int(rng.integers(20, 60))
+            half = vocab // 2
+            lo, hi = (1, half) if label else (half, vocab)
+            common = rng.integers(lo, hi, size=length)
+            noise = rng.integers(1, vocab, size=length // 4)
+            rows.append([int(w) for w in np.concatenate([common, noise])])
+        return _object_array(rows), y
+
+    x_train, y_train = split(n)
+    x_test, y_test = split(n // 2)
+    npz = folder / "imdb.npz"
+    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    index = folder / "imdb_word_index.json"
+    index.write_text(json.dumps({f"word{i}": i for i in range(1, vocab)}))
+    return [npz, index]
+
+
+def write_reuters(folder: Path, n: int = 300, vocab: int = 200, topics: int = 46, seed: int = 0) -> list[Path]:
+    """reuters.npz (one set: x object array of int lists, y int64 topics) + reuters_word_index.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % topics).astype(np.int64)
+    rows = []
+    for label in y:
+        base = 1 + (int(label) * 3) % (vocab - 5)
+        rows.append([int(w) for w in np.concatenate([np.arange(base, base + 4), rng.integers(1, vocab, size=10)])])
+    npz = folder / "reuters.npz"
+    np.savez(npz, x=_object_array(rows), y=y)
+    index = folder / "reuters_word_index.json"
+    index.write_text(json.dumps({f"word{i}": i for i in range(1, vocab)}))
+    return [npz, index]
+
+
+def write_text(folder: Path, name: str = "nietzsche.txt", repeats: int = 40) -> Path:
+    """A few KB of English-like UTF-8 text."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sentence = "The will to power is the will to life; what does not kill us makes us stronger. "
+    path = folder / name
+    path.write_text(sentence * repeats, encoding="utf-8")
+    return path
