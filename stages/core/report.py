@@ -49,13 +49,13 @@ def summarise(before: dict | None = None) -> tuple[list[tuple[str, str, str]], b
         changed = set(repo.status())
         rows, error = [], False
         for stage in nx.topological_sort(graph.reverse(copy=True)):
-            name = stage.addressing
+            name = stage.name
             if name in failures:
                 kind, message = failures[name]
                 rows.append((name, "failed", message))
                 error |= kind != "unavailable"
             elif name in changed:
-                upstream = [s.addressing for s in nx.descendants(graph, stage) if s.addressing in failures]
+                upstream = [s.name for s in nx.descendants(graph, stage) if s.name in failures]
                 why = f"waits on {', '.join(sorted(upstream))}" if upstream else "not run"
                 rows.append((name, "skipped", why))
                 error |= not upstream

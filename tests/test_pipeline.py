@@ -1,0 +1,138 @@
+"""The pipeline as a user drives it: real `dvc repro`, `dvc metrics diff`, `dvc plots show`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+import yaml
+
+from conftest import ROOT, git, run, set_param
+from stages.core.cli import discover_examples
+from stages.core.layout import Layout
+from stages.core.params import STEPS
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture()
+def built_copy(built_project, tmp_path):
+    """A private copy of the built project (outputs, cache and lock included) to change."""
+    dest = tmp_path / "copy"
+    shutil.copytree(built_project, dest, symlinks=True)
+    return dest
+
+
+def resolved_stages(project) -> dict:
+    """The stages as DVC resolves dvc.yaml (foreach expanded)."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return {s.name: s for s in repo.index.stages}
+
+
+def test_every_stage_declares_the_layout_paths_and_its_params():
+    stages = resolved_stages(ROOT)
+    runs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"][0]["runs"]
+    for key, item in runs.items():
+        assert item["example"] in discover_examples()
+        for step in STEPS:
+            stage = stages[f"{step}@{key}"]
+            assert sorted(o.def_path for o in stage.outs) == sorted(str(p) for p in Layout(key).outputs(step))
+            params = {k for p in stage.params for k in p.params}
+            assert f"{item['example']}.{step}" in params
+            assert f"{item['example']}.variants.{item['variant']}" in params
+            deps = {d.def_path for d in stage.deps}
+            assert f"stages/{item['example']}.py" in deps and "stages/core" in deps
+
+
+def test_built_pipeline_is_complete_and_a_second_repro_runs_nothing(built_copy):
+    stages = resolved_stages(built_copy)
+    for name in stages:
+        if name.startswith("download@"):
+            continue
+        for out in stages[name].outs:
+            assert (built_copy / out.def_path).exists(), f"{name}: {out.def_path} missing"
+    again = run(["dvc", "repro", "--keep-going", "-R", "."], built_copy, check=False)
+    assert ran_stages(again.stdout) <= {s for s in stages if s.startswith("download@mnist")}
+    status = run(["dvc", "status", "--json"], built_copy, check=False)
+    changed = set(json.loads(status.stdout or "{}"))
+    assert changed <= {s for s in stages if "mnist" in s and "fashion" not in s}
+
+
+def test_changing_a_train_param_reruns_only_that_examples_downstream(built_copy):
+    before = {p.name: p.read_text() for p in (built_copy / "metrics").glob("*.json")}
+    set_param(built_copy, "stateful_lstm.train.learning_rate", 0.01)
+    out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
+    expected = {f"{step}@stateful_lstm-{v}" for step in ("train", "evaluate", "plot") for v in ("lahead1", "lahead20", "lahead5000")}
+    assert ran_stages(out.stdout) - {"download@mnist"} == expected
+    after = {p.name: p.read_text() for p in (built_copy / "metrics").glob("*.json")}
+    assert after["stateful_lstm-lahead1.json"] != before["stateful_lstm-lahead1.json"]
+
+
+def test_changing_one_variant_reruns_only_that_variant(built_copy):
+    set_param(built_copy, "stateful_lstm.variants.lahead20", {"preprocess": {"lahead": 21}})
+    out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
+    assert ran_stages(out.stdout) - {"download@mnist"} == {f"{s}@stateful_lstm-lahead20" for s in STEPS}
+
+
+def test_metrics_diff_between_branches_and_plots_show(built_copy):
+    git(built_copy, "add", "-A")
+    git(built_copy, "commit", "-qm", "baseline results")
+    git(built_copy, "checkout", "-qb", "faster-lr")
+    set_param(built_copy, "stateful_lstm.train.learning_rate", 0.01)
+    run(["dvc", "repro", "--keep-going"], built_copy, check=False)
+    git(built_copy, "add", "-A")
+    git(built_copy, "commit", "-qm", "lr 0.01")
+
+    diff = json.loads(run(["dvc", "metrics", "diff", "main", "--json"], built_copy).stdout)
+    key = "metrics/stateful_lstm-lahead1.json"
+    assert key in diff and "model.mse" in diff[key]
+    assert diff[key]["model.mse"]["old"] != diff[key]["model.mse"]["new"]
+
+    params = json.loads(run(["dvc", "params", "diff", "main", "--json"], built_copy).stdout)
+    assert params["params.yaml"]["stateful_lstm.train.learning_rate"] == {"old": 0.001, "new": 0.01}
+
+    out_dir = built_copy / "plots-html"
+    run(["dvc", "plots", "show", "-o", str(out_dir)], built_copy)
+    html = (out_dir / "index.html").read_text()
+    assert "stateful_lstm-lahead20/figures/predictions.csv" in html and "<svg" in html or "vega" in html
+    run(["dvc", "plots", "diff", "main", "-o", str(built_copy / "plots-diff")], built_copy)
+    assert (built_copy / "plots-diff" / "index.html").is_file()
+
+
+def test_repro_summary_reports_missing_data_and_keeps_going(built_copy):
+    """No mirror: download@mnist fails for want of data; the rest is reported, exit code 0."""
+    shutil.rmtree(built_copy / "logs", ignore_errors=True)
+    out = run(["python", "-m", "stages", "repro"], built_copy, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = out.stdout[out.stdout.index("Summary") :]
+    assert re.search(r"download@mnist\s+failed\s+mnist/mnist.npz could not be downloaded", summary)
+    assert re.search(r"plot@stateful_lstm-lahead1\s+up to date", summary)
+    assert "set DATASETS_MIRROR" in summary
+
+
+def test_cli_help_lists_examples_and_steps():
+    out = run(["python", "-m", "stages", "--help"], ROOT)
+    for word in ("download", "preprocess", "train", "evaluate", "plot", "repro", *discover_examples()):
+        assert word in out.stdout
+
+
+def test_cli_reports_a_bad_param_without_traceback(project):
+    set_param(project, "stateful_lstm.train.epochs", "many")
+    run(["python", "-m", "stages", "preprocess", "stateful_lstm"], project)
+    out = run(["python", "-m", "stages", "train", "stateful_lstm"], project, check=False)
+    assert out.returncode == 2
+    assert "'stateful_lstm.train.epochs' = 'many' is invalid" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "invalid" in (project / "logs" / "failures" / "train@stateful_lstm-lahead1.txt").read_text()
+
+
+def test_cli_reports_a_missing_input(project):
+    out = run(["python", "-m", "stages", "train", "stateful_lstm", "--variant", "lahead20"], project, check=False)
+    assert out.returncode == 2
+    assert "needs data/processed/stateful_lstm-lahead20" in out.stderr and "dvc repro" in out.stderr

@@ -1,0 +1,81 @@
+"""stateful_lstm: the series, the lahead targets, the model, and its pipeline outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stages import stateful_lstm as sl
+from stages.core.layout import Layout
+
+
+def test_damped_cosine_values_and_shape():
+    series = sl.damped_cosine(50_000, 100.0, 1000.0, 1e-4)
+    assert series.shape == (50_000, 1, 1) and series.dtype == np.float32
+    assert series[0, 0, 0] == pytest.approx(100.0)
+    assert series[500, 0, 0] == pytest.approx(-100 * np.exp(-0.05), rel=1e-6)  # half a period
+    assert series[1000, 0, 0] == pytest.approx(100 * np.exp(-0.1), rel=1e-6)
+    i = np.arange(0, 50_000, 777)
+    np.testing.assert_allclose(series[i, 0, 0], 100 * np.cos(2 * np.pi * i / 1000) * np.exp(-1e-4 * i), rtol=1e-5, atol=1e-4)
+
+
+def loop_targets(series: np.ndarray, lahead: int) -> np.ndarray:
+    """The original's definition, written as its loop."""
+    out = np.zeros((len(series), 1))
+    for i in range(len(series) - lahead):
+        out[i, 0] = np.mean(series[i + 1 : i + lahead + 1])
+    return out
+
+
+@pytest.mark.parametrize("lahead", [1, 3, 20, 499, 500, 700])
+def test_lahead_targets_equal_the_definition(lahead):
+    series = sl.damped_cosine(500, 100.0, 37.0, 1e-3)
+    targets = sl.lahead_targets(series, lahead)
+    assert targets.shape == (500, 1) and targets.dtype == np.float32
+    np.testing.assert_allclose(targets, loop_targets(series.astype(np.float64), lahead), rtol=1e-5, atol=1e-4)
+
+
+def test_lahead_one_is_the_next_value_and_tail_is_zero():
+    series = sl.damped_cosine(100, 1.0, 10.0, 0.0)
+    targets = sl.lahead_targets(series, 1)
+    np.testing.assert_allclose(targets[:-1, 0], series[1:, 0, 0], atol=1e-6)
+    assert targets[-1, 0] == 0.0
+    assert np.all(sl.lahead_targets(series, 5)[-5:] == 0.0)
+
+
+def test_model_has_the_original_parameter_count():
+    model = sl.build_model(batch_size=25, learning_rate=1e-3)
+    assert model.count_params() == sl.N_PARAMS == 30_651
+    assert model.input_shape == (25, 1, 1) and model.output_shape == (25, 1)
+
+
+def test_regression_metrics():
+    m = sl.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 4.0, 2.0]))
+    assert m == {"mse": pytest.approx(5 / 3), "mae": pytest.approx(1.0)}
+
+
+@pytest.mark.parametrize("variant, lahead", [("lahead1", 1), ("lahead20", 20), ("lahead5000", 5000)])
+def test_pipeline_outputs(built_project, variant, lahead):
+    paths = Layout(f"stateful_lstm-{variant}")
+    root = built_project
+    x = np.load(root / paths.processed / "x.npy")
+    y = np.load(root / paths.processed / "y.npy")
+    assert x.shape == (6000, 1, 1) and y.shape == (6000, 1)  # tests/tiny_params.yaml: n_points 6000
+    np.testing.assert_allclose(y, sl.lahead_targets(x, lahead))
+
+    metrics = json.loads((root / paths.metrics).read_text())
+    assert metrics["lahead"] == lahead
+    assert metrics["rows_scored"] == 6000 - lahead
+    assert set(metrics["model"]) == {"mse", "mae"} and set(metrics["naive_last_value"]) == {"mse", "mae"}
+
+    history = pd.read_csv(root / paths.training / "plots" / "metrics" / "loss.tsv", sep="\t")
+    assert list(history["step"]) == [0, 1]  # two epochs
+
+    predictions = pd.read_csv(root / paths.figures / "predictions.csv")
+    assert list(predictions.columns) == ["step", "expected", "predicted"]
+    assert len(predictions) == 100  # plot.max_points
+    assert (root / paths.figures / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (root / paths.model / "model.weights.h5").is_file()
