@@ -235,11 +235,21 @@ def _classifier_class():
     from keras.wrappers import SKLearnClassifier
 
     class KerasCNNClassifier(SKLearnClassifier):
-        """SKLearnClassifier + predict_proba (for neg_log_loss) + a clone that keeps fit_kwargs."""
+        """SKLearnClassifier + predict_proba (for neg_log_loss), quiet predictions, a clone that keeps fit_kwargs."""
+
+        def decision_function(self, X):
+            """(n, classes) softmax outputs, without Keras' per-call progress bar."""
+            from sklearn.utils.validation import check_is_fitted, validate_data
+
+            check_is_fitted(self)
+            return self.model_.predict(validate_data(self, X, reset=False), verbose=0)
 
         def predict_proba(self, X):
-            """(n, classes) softmax outputs; Keras 3's wrapper only has decision_function."""
+            """The softmax outputs; Keras 3's wrapper only has decision_function."""
             return self.decision_function(X)
+
+        def predict(self, X):
+            return self.classes_[np.argmax(self.decision_function(X), axis=1)]
 
         def __sklearn_clone__(self):
             # Keras 3.15's clone passes model, warm_start and model_kwargs but drops fit_kwargs.

@@ -84,6 +84,7 @@ def test_grid_search_picks_the_clearly_better_candidate():
     by_size = {tuple(r["dense_layer_sizes"]): r["mean_score"] for r in rows}
     assert by_size[(64,)] > by_size[(1,)] + 0.3
     assert search.best_estimator_.predict_proba(x[:3]).shape == (3, 10)
+    assert (search.best_estimator_.predict(x[:50]) == labels[:50]).mean() > 0.5
 
 
 def test_dvc_repro_end_to_end(project):
