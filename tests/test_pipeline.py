@@ -95,7 +95,8 @@ def test_metrics_diff_between_branches_and_plots_show(built_copy):
     assert diff[key]["model.mse"]["old"] != diff[key]["model.mse"]["new"]
 
     params = json.loads(run(["dvc", "params", "diff", "main", "--json"], built_copy).stdout)
-    assert params["params.yaml"]["stateful_lstm.train.learning_rate"] == {"old": 0.001, "new": 0.01}
+    change = params["params.yaml"]["stateful_lstm.train.learning_rate"]
+    assert (change["old"], change["new"]) == (0.001, 0.01)
 
     out_dir = built_copy / "plots-html"
     run(["dvc", "plots", "show", "-o", str(out_dir)], built_copy)
@@ -123,8 +124,8 @@ def test_cli_help_lists_examples_and_steps():
 
 
 def test_cli_reports_a_bad_param_without_traceback(project):
-    set_param(project, "stateful_lstm.train.epochs", "many")
     run(["python", "-m", "stages", "preprocess", "stateful_lstm"], project)
+    set_param(project, "stateful_lstm.train.epochs", "many")
     out = run(["python", "-m", "stages", "train", "stateful_lstm"], project, check=False)
     assert out.returncode == 2
     assert "'stateful_lstm.train.epochs' = 'many' is invalid" in out.stderr

@@ -23,7 +23,7 @@ from types import ModuleType
 from stages.core.errors import DatasetUnavailable, InputError, StageError
 from stages.core.files import write_text
 from stages.core.layout import Layout, raw_dir, run_key
-from stages.core.params import STEPS, ParamsError, RunParams, load_run_params
+from stages.core.params import STEPS, ParamsError, RunParams, load_run_params, read_params
 
 # Modules beside the examples that are not examples.
 HELPERS = frozenset({"datasets", "plotting", "training"})
@@ -90,6 +90,14 @@ def _clear_failure(stage: str) -> None:
     (FAILURES / f"{stage}.txt").unlink(missing_ok=True)
 
 
+def _first_variant(example: str) -> str:
+    """The default variant's name, read leniently (only to name a stage in messages)."""
+    try:
+        return next(iter(read_params()[example]["variants"]))
+    except Exception:
+        return "?"
+
+
 def build_parser(examples: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stages",
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "download":
         stage = f"download@{args.dataset}"
     elif args.step in STEPS:
-        stage = f"{args.step}@{args.example}"
+        stage = f"{args.step}@{run_key(args.example, args.variant or _first_variant(args.example))}"
     else:
         stage = args.step
     try:
@@ -147,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.dataset}/{name}: verified, from {source}")
         elif args.step in STEPS:
             module, run = make_run(args.example, args.variant)
-            stage = f"{args.step}@{run.paths.key}"
             check_inputs(args.step, run)
             getattr(module, args.step)(run)
         else:
