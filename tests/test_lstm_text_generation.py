@@ -138,3 +138,27 @@ def test_dvc_repro_on_nietzsche(project):
     out = run([sys.executable, "-m", "stages", "generate", "lstm_text_generation", "--seed-text", "The will to",
                "--temperature", "0.5", "--length", "25"], project)
     assert out.stdout.startswith("The will to") and len(out.stdout.rstrip("\n")) == len("The will to") + 25
+
+
+def test_samples_survive_a_resume(tmp_path, monkeypatch):
+    """A resumed run keeps the epochs sampled before the interruption and redoes the cut-short one."""
+    from types import SimpleNamespace
+
+    from stages.core.layout import Layout
+
+    monkeypatch.chdir(tmp_path)
+    chars = ltg.char_table(ENGLISH)
+    idx = ltg.encode(ENGLISH, chars)
+    params = ltg.Train(units=8, batch_size=16, epochs=3, learning_rate=0.01, sample_length=12, temperatures=[0.5])
+    run_ = SimpleNamespace(params=SimpleNamespace(train=params), seed=3, paths=Layout("lstm_text_generation-t"))
+    store = run_.paths.checkpoints / "samples.json"
+    earlier = ltg.epoch_samples(fake_predict(len(chars)), idx, chars, 10, 12, [0.5], 3, 1)
+    stale = dict(earlier, epoch=2, seed_text="from an epoch whose checkpoint was never written")
+    write_json(store, {"entries": [earlier, stale]})
+    callback = ltg._samples_callback(run_, idx, chars, 10, store)
+    callback.set_model(ltg.build_model(10, len(chars), 8, 0.01))
+    callback.on_epoch_end(1)  # epoch 2, run again after the resume
+    entries = read_json(store)["entries"]
+    assert [e["epoch"] for e in entries] == [1, 2] and entries[0] == json.loads(json.dumps(earlier))
+    assert "never written" not in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
+    assert "## epoch 1" in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
