@@ -162,3 +162,25 @@ def test_samples_survive_a_resume(tmp_path, monkeypatch):
     assert [e["epoch"] for e in entries] == [1, 2] and entries[0] == json.loads(json.dumps(earlier))
     assert "never written" not in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
     assert "## epoch 1" in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
+
+
+def test_preprocess_any_corpus_path_and_clear_errors(project):
+    """A Chinese file given by path preprocesses to uint16 indices; a bad file stops with one paragraph."""
+    from conftest import set_param
+
+    (project / "chinese.txt").write_text(CHINESE, encoding="utf-8")
+    set_param(project, "lstm_text_generation.preprocess.corpus", "chinese.txt")
+    set_param(project, "lstm_text_generation.preprocess.max_chars", 0)
+    cmd = [sys.executable, "-m", "stages", "preprocess", "lstm_text_generation"]
+    run(cmd, project)
+    folder = project / "data/processed/lstm_text_generation-nietzsche"
+    meta = read_json(folder / "meta.json")
+    assert meta["characters"] == len(CHINESE) and meta["vocab_size"] == len(set(CHINESE)) > 256
+    assert np.load(folder / "text.npy").dtype == np.uint16
+    assert read_json(folder / "chars.json")["chars"] == sorted(set(CHINESE))
+
+    (project / "latin1.txt").write_bytes("Götterdämmerung ".encode("latin-1") * 10)
+    set_param(project, "lstm_text_generation.preprocess.corpus", "latin1.txt")
+    result = run(cmd, project, check=False)
+    assert result.returncode == 2 and "latin1.txt" in result.stderr and "UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
