@@ -379,7 +379,7 @@ def train(run) -> None:
     if not (run.paths.checkpoints / "state.json").is_file():
         store.unlink(missing_ok=True)  # samples of a finished or abandoned run
     samples = _samples_callback(run, text_idx, chars, maxlen, store)
-    training.fit(
+    history = training.fit(
         model,
         lambda first: training.batches([train_starts], p.batch_size, seed=run.seed, first_epoch=first,
                                        epochs=p.epochs, map_fn=to_one_hot),
@@ -393,6 +393,7 @@ def train(run) -> None:
     write_samples(run, samples.entries_)  # whole even when nothing was left to train after a resume
     with atomic_dir(run.paths.model) as out:
         training.save_model_weights(model, out)
+        write_json(out / "history.json", {"epochs": history})  # per-epoch loss/val_loss, for evaluate and plot
         write_json(out / "model.json", {"maxlen": maxlen, "vocab_size": vocab, "units": p.units,
                                         "learning_rate": p.learning_rate, "parameters": model.count_params()})
     training.ResumableCheckpoint(run.paths.checkpoints).clear()
@@ -431,6 +432,7 @@ def evaluate(run) -> None:
     entry["epoch"] = None
     metrics["samples"] = {"seed_text": entry["seed_text"], **{f"T{s['temperature']}": s["text"] for s in entry["samples"]}}
     with atomic_dir(run.paths.predictions) as out:
+        write_json(out / "history.json", read_json(run.paths.model / "history.json"))  # plot reads only its deps
         write_json(out / "samples.json", entry)
         write_text(out / SAMPLES_FILE, samples_markdown(f"Samples from the final model ({run.paths.key})", [entry]))
     write_json(run.paths.metrics, metrics)
@@ -439,13 +441,10 @@ def evaluate(run) -> None:
 
 
 def plot(run) -> None:
-    import pandas as pd
-
-    history = run.paths.training / "plots" / "metrics"
-    loss = pd.read_csv(history / "loss.tsv", sep="\t")
-    columns = {"epoch": loss["step"].to_numpy() + 1, "loss": loss["loss"].to_numpy()}
-    if (history / "val_loss.tsv").is_file():
-        columns["val_loss"] = pd.read_csv(history / "val_loss.tsv", sep="\t")["val_loss"].to_numpy()
+    history = read_json(run.paths.predictions / "history.json")["epochs"]
+    columns = {"epoch": np.arange(1, len(history) + 1), "loss": np.array([h["loss"] for h in history])}
+    if all("val_loss" in h for h in history):
+        columns["val_loss"] = np.array([h["val_loss"] for h in history])
     with atomic_dir(run.paths.figures) as out:
         write_csv(out / "loss.csv", columns)
         with png(out / "loss.png", figsize=(7, 4.5), dpi=run.params.plot.dpi) as fig:
