@@ -1,0 +1,503 @@
+"""Character-level text generation with an LSTM (Keras' lstm_text_generation.py).
+
+The original reads Nietzsche's writings (600,893 characters) lowercased (57
+distinct characters), cuts them into 40-character windows every 3 characters
+(x = text[i:i+40], y = text[i+40]; 200,285 windows), one-hot encodes them as
+boolean arrays (N, 40, V) and (N, V), and trains LSTM(128) -> Dense(V, softmax)
+with RMSprop(0.01) and categorical cross-entropy, batch 128, for 60 epochs
+(keras-io's version: 40). After every epoch it picks a random 40-character seed
+from the corpus and writes 400 characters at the temperatures 0.2, 0.5, 1.0 and
+1.2, sampling with log(p)/T -> softmax -> one multinomial draw. keras-io logs a
+training loss of 2.285 after epoch 1 and 1.202 after epoch 40.
+
+Differences from the original:
+* The corpus is a parameter (`preprocess.corpus`): `nietzsche` (downloaded and
+  checksummed by download@nietzsche) or a path to any UTF-8 text file, Chinese
+  included. For a file of your own, add a run to dvc.yaml whose source is that
+  file, e.g. `lstm_text_generation-mine: {example: lstm_text_generation,
+  variant: mine, source: texts/mine.txt}`, and a variant
+  `mine: {preprocess: {corpus: texts/mine.txt}}` in params.yaml.
+  Lowercasing is a parameter too (on by default, as the original; off gives
+  the notes' 58 symbols).
+* Windows are not stored one-hot: preprocess keeps the text once as integer
+  indices (uint8 when V <= 256, else uint16/int32) and each window as its start
+  offset; the tf.data pipeline gathers the windows and one-hots them inside the
+  graph, so the model still sees (None, maxlen, V). For Nietzsche that is
+  about 1.4 MB instead of 464 MB of booleans.
+* The end of the corpus (`preprocess.validation_fraction`, 5%) is held out:
+  no training window reads past the boundary, and evaluate reports validation
+  loss and bits per character (loss / ln 2), which the original never measured.
+* Default epochs are fewer than 60 so the default run fits in about 20 minutes
+  on two CPU cores; `dvc exp run -S lstm_text_generation.train.epochs=60` runs
+  the original's length (40 for keras-io's).
+* Samples are seeded (a numpy Generator seeded from params.yaml's seed and the
+  epoch), so they repeat; all of them go to plots/<run>/training/samples.md,
+  which a resumed run rebuilds whole from the list kept with its checkpoint.
+* `python -m stages generate lstm_text_generation --seed-text "..."
+  --temperature 0.5 --length 400` writes text from the trained model.
+* Weights are saved as .weights.h5, with the build settings in model.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from stages.core.errors import InputError, ParamsError
+from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json, write_text
+from stages.core.params import ExampleParams, Section
+from stages.plotting import png
+
+KNOWN_CORPORA = {"nietzsche": "nietzsche.txt"}  # datasets of stages/datasets.py that are text
+SAMPLES_FILE = "samples.md"
+
+
+class Preprocess(Section):
+    corpus: str = Field(min_length=1, description="'nietzsche' or a path to a UTF-8 text file")
+    lowercase: bool = Field(description="lowercase the text first, as the original")
+    max_chars: int = Field(ge=0, description="use only the first max_chars characters; 0 = all")
+    maxlen: int = Field(ge=1, description="characters per window")
+    step: int = Field(ge=1, description="characters between window starts")
+    validation_fraction: float = Field(ge=0, lt=1, description="end of the corpus held out for validation")
+
+
+class Train(Section):
+    units: int = Field(ge=1, description="LSTM units")
+    batch_size: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    learning_rate: float = Field(gt=0, description="RMSprop")
+    sample_length: int = Field(ge=0, description="characters generated per temperature after each epoch")
+    temperatures: list[float] = Field(min_length=1, description="sampling temperatures, each > 0")
+
+
+class Evaluate(Section):
+    batch_size: int = Field(ge=1)
+    sample_length: int = Field(ge=0, description="characters of each final sample")
+    temperatures: list[float] = Field(min_length=1, description="sampling temperatures, each > 0")
+
+
+class Plot(Section):
+    dpi: int = Field(ge=10, description="resolution of the loss PNG")
+
+
+class Params(ExampleParams):
+    preprocess: Preprocess
+    train: Train
+    evaluate: Evaluate
+    plot: Plot
+
+
+def dataset(params) -> str | None:
+    """The download this run reads, or None when the corpus is a file path."""
+    return params.preprocess.corpus if params.preprocess.corpus in KNOWN_CORPORA else None
+
+
+def corpus_path(run) -> Path:
+    corpus = run.params.preprocess.corpus
+    return run.raw / KNOWN_CORPORA[corpus] if run.raw is not None else Path(corpus)
+
+
+# --- pure functions ----------------------------------------------------------
+
+
+def read_corpus(path: str | Path, lowercase: bool, min_chars: int, max_chars: int = 0) -> str:
+    """The corpus as one string; a missing, empty, too short or non-UTF-8 file is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"corpus file {path} does not exist; expected a UTF-8 text file (or corpus 'nietzsche').")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"corpus file {path} is not valid UTF-8 (byte {err.start}: {err.reason}); "
+            "expected a UTF-8 text file: re-save it as UTF-8 (e.g. `iconv -t UTF-8`)."
+        ) from None
+    if lowercase:
+        text = text.lower()
+    if max_chars:
+        text = text[:max_chars]
+    if len(text) < min_chars:
+        what = "empty" if not text else f"only {len(text)} characters long"
+        raise InputError(
+            f"corpus file {path} is {what}{' (after max_chars)' if max_chars else ''}; "
+            f"expected at least {min_chars} characters (maxlen + 1, and enough for the validation hold-out)."
+        )
+    return text
+
+
+def char_table(text: str) -> list[str]:
+    """The sorted distinct characters of `text`; index i stands for chars[i]."""
+    return sorted(set(text))
+
+
+def index_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds indices 0..vocab_size-1."""
+    if vocab_size <= 256:
+        return np.dtype(np.uint8)
+    if vocab_size <= 65536:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32)
+
+
+def encode(text: str, chars: list[str]) -> np.ndarray:
+    """(len(text),) char indices in the smallest dtype; every char must be in `chars`."""
+    dtype = index_dtype(len(chars))
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    table = np.array([ord(c) for c in chars], dtype=np.uint32)  # sorted, since chars is
+    idx = np.searchsorted(table, codes)
+    if len(codes) and (idx.max() >= len(table) or not np.array_equal(table[idx], codes)):
+        missing = sorted({c for c in text if c not in set(chars)})
+        raise InputError(f"characters {''.join(missing)!r} are not in the character table.")
+    return idx.astype(dtype)
+
+
+def decode(indices, chars: list[str]) -> str:
+    return "".join(chars[int(i)] for i in indices)
+
+
+def window_starts(begin: int, end: int, maxlen: int, step: int) -> np.ndarray:
+    """(N,) int32 starts i = begin, begin+step, ... with i + maxlen < end.
+
+    Window i reads text[i:i+maxlen] and predicts text[i+maxlen], so every
+    character it touches lies in [begin, end).
+    """
+    return np.arange(begin, max(begin, end - maxlen), step, dtype=np.int32)
+
+
+def split_point(n_chars: int, validation_fraction: float) -> int:
+    """Index of the first held-out character."""
+    return n_chars - int(round(n_chars * validation_fraction))
+
+
+def windows(text_idx: np.ndarray, starts: np.ndarray, maxlen: int) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, maxlen) and y (N,) char indices: x[k] = text[s:s+maxlen], y[k] = text[s+maxlen]."""
+    starts = np.asarray(starts, dtype=np.int64)
+    x = text_idx[starts[:, None] + np.arange(maxlen)]
+    return x, text_idx[starts + maxlen]
+
+
+def one_hot_fn(text_idx: np.ndarray, maxlen: int, vocab_size: int):
+    """A tf function: a batch of (B,) starts -> (x (B, maxlen, V), y (B, V)) float32 one-hot."""
+    import tensorflow as tf
+
+    text = tf.constant(text_idx.astype(np.int32))
+    offsets = tf.range(maxlen, dtype=tf.int32)
+
+    def fn(starts):
+        starts = tf.cast(starts, tf.int32)
+        x = tf.gather(text, starts[:, None] + offsets[None, :])
+        y = tf.gather(text, starts + maxlen)
+        return tf.one_hot(x, vocab_size), tf.one_hot(y, vocab_size)
+
+    return fn
+
+
+def sample_index(preds: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """The original's sampler: log(p) / T -> softmax -> one multinomial draw."""
+    preds = np.asarray(preds, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        logits = np.log(preds) / temperature
+    logits -= logits.max()
+    probs = np.exp(logits)
+    probs /= probs.sum()
+    return int(np.argmax(rng.multinomial(1, probs)))
+
+
+def generate(predict, seed_idx: np.ndarray, length: int, temperatures: list[float], vocab_size: int,
+             rng: np.random.Generator) -> list[np.ndarray]:
+    """Generate `length` indices per temperature from one seed window, sliding the window.
+
+    All temperatures run together as one batch, so a step costs one model call.
+
+    Args:
+        predict: (B, maxlen, V) float32 one-hot -> (B, V) probabilities.
+        seed_idx: (maxlen,) char indices.
+    Returns:
+        One (length,) array of generated indices per temperature.
+    """
+    maxlen = len(seed_idx)
+    window = np.tile(np.asarray(seed_idx, dtype=np.int64), (len(temperatures), 1))
+    out = np.zeros((len(temperatures), length), dtype=np.int64)
+    eye = np.eye(vocab_size, dtype=np.float32)
+    for t in range(length):
+        probs = np.asarray(predict(eye[window[:, -maxlen:]]))
+        for k, temperature in enumerate(temperatures):
+            out[k, t] = sample_index(probs[k], temperature, rng)
+        window = np.concatenate([window[:, 1:], out[:, t : t + 1]], axis=1)
+    return list(out)
+
+
+def sample_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The sampling generator of one epoch: depends only on (seed, epoch)."""
+    return np.random.default_rng([seed, epoch])
+
+
+def epoch_samples(predict, text_idx: np.ndarray, chars: list[str], maxlen: int, length: int,
+                  temperatures: list[float], seed: int, epoch: int) -> dict:
+    """One epoch's samples: a seeded random seed window, then `length` chars per temperature."""
+    rng = sample_rng(seed, epoch)
+    start = int(rng.integers(0, len(text_idx) - maxlen))
+    seed_idx = text_idx[start : start + maxlen]
+    generated = generate(predict, seed_idx, length, temperatures, len(chars), rng)
+    return {
+        "epoch": epoch,
+        "seed_offset": start,
+        "seed_text": decode(seed_idx, chars),
+        "samples": [{"temperature": t, "text": decode(g, chars)} for t, g in zip(temperatures, generated)],
+    }
+
+
+def samples_markdown(title: str, entries: list[dict]) -> str:
+    """A readable file of samples: which epoch, seed and temperature each came from."""
+    lines = [f"# {title}", ""]
+    for entry in entries:
+        where = f"epoch {entry['epoch']}" if entry.get("epoch") is not None else "final model"
+        lines += [f"## {where}", "", f"Seed (offset {entry['seed_offset']}):", "", "```", entry["seed_text"], "```", ""]
+        for s in entry["samples"]:
+            lines += [f"### {where}, temperature {s['temperature']}", "", "```", s["text"], "```", ""]
+    return "\n".join(lines)
+
+
+def build_model(maxlen: int, vocab_size: int, units: int, learning_rate: float):
+    """LSTM(units) -> Dense(V, softmax) on (None, maxlen, V) one-hot input."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(maxlen, vocab_size)),
+            keras.layers.LSTM(units),
+            keras.layers.Dense(vocab_size, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss="categorical_crossentropy")
+    return model
+
+
+def predictor(model):
+    """A compiled (B, maxlen, V) -> (B, V) call, much faster than model.predict per step."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: fn(tf.constant(x)).numpy()
+
+
+def _check_temperatures(temperatures: list[float], key: str) -> None:
+    bad = [t for t in temperatures if not t > 0]
+    if bad:
+        raise ParamsError(f"'{key}' = {temperatures} is invalid: every temperature must be > 0 (got {bad}).")
+
+
+# --- steps -------------------------------------------------------------------
+
+
+def preprocess(run) -> None:
+    p = run.params.preprocess
+    path = corpus_path(run)
+    text = read_corpus(path, p.lowercase, p.maxlen + 1, p.max_chars)
+    split = split_point(len(text), p.validation_fraction)
+    if split < p.maxlen + 1 or (p.validation_fraction > 0 and len(text) - split < p.maxlen + 1):
+        raise InputError(
+            f"corpus file {path} has {len(text)} characters; with "
+            f"'lstm_text_generation.preprocess.validation_fraction' = {p.validation_fraction} the training "
+            f"part ({split}) and the held-out part ({len(text) - split}) each need at least maxlen + 1 = "
+            f"{p.maxlen + 1} characters."
+        )
+    chars = char_table(text)
+    text_idx = encode(text, chars)
+    train_starts = window_starts(0, split, p.maxlen, p.step)
+    val_starts = window_starts(split, len(text), p.maxlen, p.step)
+    with atomic_dir(run.paths.processed) as out:
+        save_arrays(out, {"text": text_idx, "train_starts": train_starts, "val_starts": val_starts})
+        write_json(out / "chars.json", {"chars": chars})
+        write_json(out / "meta.json", {
+            "corpus": str(path), "characters": len(text), "vocab_size": len(chars), "maxlen": p.maxlen,
+            "step": p.step, "split": split, "train_windows": len(train_starts), "val_windows": len(val_starts),
+            "all_windows": len(window_starts(0, len(text), p.maxlen, p.step)), "lowercase": p.lowercase,
+            "text": f"({len(text)},) {text_idx.dtype} char indices", "starts": "(N,) int32 window starts",
+        })
+    print(f"{path}: {len(text):,} characters, {len(chars)} symbols, "
+          f"{len(train_starts):,} training and {len(val_starts):,} validation windows")
+
+
+def load_processed(folder: Path) -> tuple[np.ndarray, list[str], dict]:
+    return load_array(folder, "text"), read_json(folder / "chars.json")["chars"], read_json(folder / "meta.json")
+
+
+def _samples_callback(run, text_idx, chars, maxlen, store: Path):
+    import keras
+
+    p = run.params.train
+    entries: list[dict] = read_json(store)["entries"] if store.is_file() else []
+
+    class Samples(keras.callbacks.Callback):
+        """After each epoch: seeded samples, kept with the checkpoint and written to samples.md."""
+
+        def __init__(self):
+            super().__init__()
+            self.entries_ = entries
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not p.sample_length:
+                return
+            entry = epoch_samples(predictor(self.model), text_idx, chars, maxlen, p.sample_length,
+                                  p.temperatures, run.seed, epoch + 1)
+            kept = [e for e in self.entries_ if e["epoch"] < epoch + 1] + [entry]
+            self.entries_[:] = kept
+            write_json(store, {"entries": kept})
+            write_samples(run, kept)
+            print(f"\nepoch {epoch + 1}, seed {entry['seed_text']!r}, T={p.temperatures[0]}: "
+                  f"{entry['samples'][0]['text'][:120]!r}", flush=True)
+
+    return Samples()
+
+
+def write_samples(run, entries: list[dict]) -> None:
+    write_text(run.paths.training / SAMPLES_FILE, samples_markdown(f"Samples after each epoch ({run.paths.key})", entries))
+
+
+def train(run) -> None:
+    from stages import training
+
+    p = run.params.train
+    _check_temperatures(p.temperatures, "lstm_text_generation.train.temperatures")
+    text_idx, chars, meta = load_processed(run.paths.processed)
+    maxlen, vocab = meta["maxlen"], len(chars)
+    train_starts = load_array(run.paths.processed, "train_starts")
+    val_starts = load_array(run.paths.processed, "val_starts")
+    training.seed_everything(run.seed)
+    model = build_model(maxlen, vocab, p.units, p.learning_rate)
+    to_one_hot = one_hot_fn(text_idx, maxlen, vocab)
+    validation = None
+    if len(val_starts):
+        validation, _ = training.batches([val_starts], p.batch_size, seed=run.seed, shuffle=False, map_fn=to_one_hot)
+    store = run.paths.checkpoints / "samples.json"
+    if not (run.paths.checkpoints / "state.json").is_file():
+        store.unlink(missing_ok=True)  # samples of a finished or abandoned run
+    samples = _samples_callback(run, text_idx, chars, maxlen, store)
+    history = training.fit(
+        model,
+        lambda first: training.batches([train_starts], p.batch_size, seed=run.seed, first_epoch=first,
+                                       epochs=p.epochs, map_fn=to_one_hot),
+        epochs=p.epochs,
+        live_dir=run.paths.training,
+        checkpoint_dir=run.paths.checkpoints,
+        validation_data=validation,
+        callbacks=[samples],
+        verbose=2,
+    )
+    write_samples(run, samples.entries_)  # whole even when nothing was left to train after a resume
+    with atomic_dir(run.paths.model) as out:
+        training.save_model_weights(model, out)
+        write_json(out / "history.json", {"epochs": history})  # per-epoch loss/val_loss, for evaluate and plot
+        write_json(out / "model.json", {"maxlen": maxlen, "vocab_size": vocab, "units": p.units,
+                                        "learning_rate": p.learning_rate, "parameters": model.count_params()})
+    training.ResumableCheckpoint(run.paths.checkpoints).clear()
+
+
+def load_model(run):
+    from stages.training import load_model_weights
+
+    config = read_json(run.paths.model / "model.json")
+    model = build_model(config["maxlen"], config["vocab_size"], config["units"], config["learning_rate"])
+    load_model_weights(model, run.paths.model / "model.weights.h5")
+    return model
+
+
+def bits_per_char(loss: float) -> float:
+    """Cross-entropy in nats per character -> bits per character."""
+    return loss / math.log(2)
+
+
+def evaluate(run) -> None:
+    from stages import training
+
+    p = run.params.evaluate
+    _check_temperatures(p.temperatures, "lstm_text_generation.evaluate.temperatures")
+    text_idx, chars, meta = load_processed(run.paths.processed)
+    val_starts = load_array(run.paths.processed, "val_starts")
+    training.seed_everything(run.seed)
+    model = load_model(run)
+    metrics: dict = {"characters": meta["characters"], "vocab_size": len(chars), "val_windows": int(len(val_starts))}
+    if len(val_starts):
+        data, _ = training.batches([val_starts], p.batch_size, seed=run.seed, shuffle=False,
+                                   map_fn=one_hot_fn(text_idx, meta["maxlen"], len(chars)))
+        loss = float(model.evaluate(data, verbose=0))
+        metrics.update(val_loss=loss, val_bits_per_char=bits_per_char(loss))
+    entry = epoch_samples(predictor(model), text_idx, chars, meta["maxlen"], p.sample_length, p.temperatures, run.seed, 0)
+    entry["epoch"] = None
+    metrics["samples"] = {"seed_text": entry["seed_text"], **{f"T{s['temperature']}": s["text"] for s in entry["samples"]}}
+    with atomic_dir(run.paths.predictions) as out:
+        write_json(out / "history.json", read_json(run.paths.model / "history.json"))  # plot reads only its deps
+        write_json(out / "samples.json", entry)
+        write_text(out / SAMPLES_FILE, samples_markdown(f"Samples from the final model ({run.paths.key})", [entry]))
+    write_json(run.paths.metrics, metrics)
+    print(f"validation loss {metrics.get('val_loss', float('nan')):.4f} nats/char, "
+          f"{metrics.get('val_bits_per_char', float('nan')):.4f} bits/char")
+
+
+def plot(run) -> None:
+    history = read_json(run.paths.predictions / "history.json")["epochs"]
+    columns = {"epoch": np.arange(1, len(history) + 1), "loss": np.array([h["loss"] for h in history])}
+    if all("val_loss" in h for h in history):
+        columns["val_loss"] = np.array([h["val_loss"] for h in history])
+    with atomic_dir(run.paths.figures) as out:
+        write_csv(out / "loss.csv", columns)
+        with png(out / "loss.png", figsize=(7, 4.5), dpi=run.params.plot.dpi) as fig:
+            ax = fig.subplots()
+            ax.plot(columns["epoch"], columns["loss"], marker="o", label="training")
+            if "val_loss" in columns:
+                ax.plot(columns["epoch"], columns["val_loss"], marker="o", label="validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("cross-entropy (nats/char)")
+            ax.set_title(f"Loss per epoch ({run.paths.key})")
+            ax.legend()
+
+
+# --- generate: a command of this example's own ------------------------------
+
+
+def seed_window(seed_text: str, chars: list[str], maxlen: int, lowercase: bool) -> np.ndarray:
+    """(maxlen,) indices of the last maxlen characters of the seed, left-padded with spaces."""
+    if lowercase:
+        seed_text = seed_text.lower()
+    missing = sorted({c for c in seed_text if c not in set(chars)})
+    if missing:
+        raise InputError(f"--seed-text has characters the corpus never used: {''.join(missing)!r}; "
+                         "use only characters of the corpus (see chars.json in data/processed/<run>).")
+    pad = " " if " " in chars else chars[0]
+    return encode(seed_text[-maxlen:].rjust(maxlen, pad), chars)
+
+
+def _generate_command(args: argparse.Namespace) -> None:
+    from stages.core.cli import make_run
+    from stages.training import seed_everything
+
+    _, run = make_run(args.example, args.variant)
+    for path in (run.paths.processed, run.paths.model):
+        if not path.exists():
+            raise InputError(f"{path} does not exist yet; run `dvc repro train@{run.paths.key}` first.")
+    _check_temperatures([args.temperature], "--temperature")
+    _, chars, meta = load_processed(run.paths.processed)
+    seed_everything(run.seed)
+    model = load_model(run)
+    window = seed_window(args.seed_text, chars, meta["maxlen"], run.params.preprocess.lowercase)
+    rng = np.random.default_rng(run.seed if args.seed is None else args.seed)
+    (out,) = generate(predictor(model), window, args.length, [args.temperature], len(chars), rng)
+    sys.stdout.write(args.seed_text + decode(out, chars) + "\n")
+
+
+def add_commands(subparsers) -> None:
+    """`python -m stages generate lstm_text_generation --seed-text ... [--temperature T] [--length N]`."""
+    p = subparsers.add_parser("generate", help="write text with a trained lstm_text_generation model")
+    p.add_argument("example", choices=["lstm_text_generation"], metavar="<example>", help="lstm_text_generation")
+    p.add_argument("--seed-text", required=True, help="text to continue (its last maxlen characters are used)")
+    p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature > 0 (default 0.5)")
+    p.add_argument("--length", type=int, default=400, help="characters to generate (default 400)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: params.yaml's seed)")
+    p.add_argument("--variant", help="which variant's model (default: the first)")
+    p.set_defaults(func=_generate_command)

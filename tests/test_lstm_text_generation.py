@@ -1,0 +1,186 @@
+"""lstm_text_generation: windows, character table, sampling, corpus errors, tiny training, and one real dvc repro."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATASETS, run
+from stages import lstm_text_generation as ltg
+from stages.core.errors import InputError
+from stages.core.files import read_json, write_json
+
+ENGLISH = "The will to power is the will to life; what does not kill us makes us stronger. " * 40
+RNG = np.random.default_rng(0)
+# > 256 distinct characters, so indices need uint16
+CHINESE = "".join(chr(0x4E00 + int(i)) for i in RNG.integers(0, 300, size=3000)) + "。天下大势，分久必合，合久必分。"
+
+
+def fake_predict(vocab: int):
+    """A deterministic stand-in for the model: probabilities that depend on the window."""
+
+    def predict(x):
+        idx = x.argmax(-1)  # (B, maxlen)
+        logits = np.sin(np.arange(vocab)[None, :] * (1 + idx.sum(1, keepdims=True) % 7))
+        p = np.exp(3 * logits)
+        return p / p.sum(1, keepdims=True)
+
+    return predict
+
+
+@pytest.mark.parametrize("text", [ENGLISH, CHINESE], ids=["english", "chinese"])
+@pytest.mark.parametrize("maxlen,step", [(40, 3), (5, 1), (7, 4)])
+def test_windows_equal_the_definition(text, maxlen, step):
+    chars = ltg.char_table(text)
+    idx = ltg.encode(text, chars)
+    starts = ltg.window_starts(0, len(text), maxlen, step)
+    assert list(starts) == list(range(0, len(text) - maxlen, step))
+    x, y = ltg.windows(idx, starts, maxlen)
+    for k in list(range(5)) + [len(starts) - 1]:
+        i = k * step
+        assert ltg.decode(x[k], chars) == text[i : i + maxlen]
+        assert chars[y[k]] == text[i + maxlen]
+    assert x.dtype == idx.dtype and x.shape == (len(starts), maxlen)
+
+
+def test_holdout_windows_do_not_cross_the_boundary():
+    n, maxlen, step = len(ENGLISH), 40, 3
+    split = ltg.split_point(n, 0.05)
+    train, val = ltg.window_starts(0, split, maxlen, step), ltg.window_starts(split, n, maxlen, step)
+    assert train.max() + maxlen < split and val.min() == split and val.max() + maxlen < n
+    assert list(ltg.window_starts(0, n, maxlen, step)) == list(range(0, n - maxlen, step))
+
+
+def test_character_table_round_trips_through_json(tmp_path):
+    for text, dtype in [(ENGLISH, np.uint8), (CHINESE, np.uint16)]:
+        chars = ltg.char_table(text)
+        write_json(tmp_path / "chars.json", {"chars": chars})
+        assert "\\u" not in (tmp_path / "chars.json").read_text(encoding="utf-8")  # readable, not escaped
+        loaded = read_json(tmp_path / "chars.json")["chars"]
+        assert loaded == chars
+        idx = ltg.encode(text, loaded)
+        assert idx.dtype == dtype and ltg.decode(idx, loaded) == text
+
+
+def test_low_temperature_is_argmax_and_samples_repeat():
+    probs = RNG.dirichlet(np.ones(30), size=50)
+    rng = np.random.default_rng(1)
+    assert all(ltg.sample_index(p, 1e-3, rng) == p.argmax() for p in probs)
+    chars = ltg.char_table(ENGLISH)
+    idx = ltg.encode(ENGLISH, chars)
+    predict = fake_predict(len(chars))
+    a = ltg.epoch_samples(predict, idx, chars, 10, 50, [0.2, 1.2], seed=7, epoch=3)
+    b = ltg.epoch_samples(predict, idx, chars, 10, 50, [0.2, 1.2], seed=7, epoch=3)
+    c = ltg.epoch_samples(predict, idx, chars, 10, 50, [0.2, 1.2], seed=8, epoch=3)
+    assert a == b and a != c
+    assert [len(s["text"]) for s in a["samples"]] == [50, 50]
+    md = ltg.samples_markdown("t", [a])
+    assert "epoch 3, temperature 0.2" in md and "epoch 3, temperature 1.2" in md and a["seed_text"] in md
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [(b"", "empty"), (b"too short", "only 9 characters"), (b"caf\xe9 latin-1 " * 10, "not valid UTF-8")],
+    ids=["empty", "too-short", "not-utf8"],
+)
+def test_bad_corpus_errors_name_the_file(tmp_path, content, expected):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        ltg.read_corpus(path, lowercase=True, min_chars=41)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+def test_tiny_model_loss_falls():
+    from stages import training
+
+    training.seed_everything(0)
+    text = ENGLISH[:800]
+    chars = ltg.char_table(text)
+    idx = ltg.encode(text, chars)
+    starts = ltg.window_starts(0, len(text), 10, 2)
+    model = ltg.build_model(10, len(chars), 32, 0.01)
+    data, steps = training.batches([starts], 64, seed=0, epochs=4, map_fn=ltg.one_hot_fn(idx, 10, len(chars)))
+    assert model.input_shape == (None, 10, len(chars))
+    losses = model.fit(data, epochs=4, steps_per_epoch=steps, verbose=0).history["loss"]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_dvc_repro_on_nietzsche(project):
+    run(["dvc", "repro", "plot@lstm_text_generation-nietzsche"], project, DATASETS_MIRROR=str(SHARED_DATASETS))
+    key = "lstm_text_generation-nietzsche"
+    meta = read_json(project / "data/processed" / key / "meta.json")
+    assert meta["characters"] == 4000 and meta["maxlen"] == 40 and meta["step"] == 3
+    assert np.load(project / "data/processed" / key / "text.npy").dtype == np.uint8
+    chars = read_json(project / "data/processed" / key / "chars.json")["chars"]
+    assert chars == sorted(set(chars)) and all(c == c.lower() for c in chars)
+
+    metrics = read_json(project / "metrics" / f"{key}.json")
+    assert {"val_loss", "val_bits_per_char", "samples", "vocab_size"} <= set(metrics)
+    assert metrics["val_bits_per_char"] == pytest.approx(metrics["val_loss"] / np.log(2))
+    assert len(metrics["samples"]["T0.2"]) == 30
+
+    samples = (project / "plots" / key / "training" / "samples.md").read_text(encoding="utf-8")
+    for epoch in (1, 2):
+        for t in (0.2, 1.0):
+            assert f"epoch {epoch}, temperature {t}" in samples
+    assert "Seed (offset" in samples
+    assert (project / "data/predictions" / key / "samples.json").is_file()
+    assert (project / "models" / key / "model.weights.h5").is_file()
+    loss_csv = (project / "plots" / key / "figures" / "loss.csv").read_text().splitlines()
+    assert loss_csv[0] == "epoch,loss,val_loss" and len(loss_csv) == 3
+    assert (project / "plots" / key / "figures" / "loss.png").stat().st_size > 1000
+
+    out = run([sys.executable, "-m", "stages", "generate", "lstm_text_generation", "--seed-text", "The will to",
+               "--temperature", "0.5", "--length", "25"], project)
+    assert out.stdout.startswith("The will to") and len(out.stdout.rstrip("\n")) == len("The will to") + 25
+
+
+def test_samples_survive_a_resume(tmp_path, monkeypatch):
+    """A resumed run keeps the epochs sampled before the interruption and redoes the cut-short one."""
+    from types import SimpleNamespace
+
+    from stages.core.layout import Layout
+
+    monkeypatch.chdir(tmp_path)
+    chars = ltg.char_table(ENGLISH)
+    idx = ltg.encode(ENGLISH, chars)
+    params = ltg.Train(units=8, batch_size=16, epochs=3, learning_rate=0.01, sample_length=12, temperatures=[0.5])
+    run_ = SimpleNamespace(params=SimpleNamespace(train=params), seed=3, paths=Layout("lstm_text_generation-t"))
+    store = run_.paths.checkpoints / "samples.json"
+    earlier = ltg.epoch_samples(fake_predict(len(chars)), idx, chars, 10, 12, [0.5], 3, 1)
+    stale = dict(earlier, epoch=2, seed_text="from an epoch whose checkpoint was never written")
+    write_json(store, {"entries": [earlier, stale]})
+    callback = ltg._samples_callback(run_, idx, chars, 10, store)
+    callback.set_model(ltg.build_model(10, len(chars), 8, 0.01))
+    callback.on_epoch_end(1)  # epoch 2, run again after the resume
+    entries = read_json(store)["entries"]
+    assert [e["epoch"] for e in entries] == [1, 2] and entries[0] == json.loads(json.dumps(earlier))
+    assert "never written" not in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
+    assert "## epoch 1" in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
+
+
+def test_preprocess_any_corpus_path_and_clear_errors(project):
+    """A Chinese file given by path preprocesses to uint16 indices; a bad file stops with one paragraph."""
+    from conftest import set_param
+
+    (project / "chinese.txt").write_text(CHINESE, encoding="utf-8")
+    set_param(project, "lstm_text_generation.preprocess.corpus", "chinese.txt")
+    set_param(project, "lstm_text_generation.preprocess.max_chars", 0)
+    cmd = [sys.executable, "-m", "stages", "preprocess", "lstm_text_generation"]
+    run(cmd, project)
+    folder = project / "data/processed/lstm_text_generation-nietzsche"
+    meta = read_json(folder / "meta.json")
+    assert meta["characters"] == len(CHINESE) and meta["vocab_size"] == len(set(CHINESE)) > 256
+    assert np.load(folder / "text.npy").dtype == np.uint16
+    assert read_json(folder / "chars.json")["chars"] == sorted(set(CHINESE))
+
+    (project / "latin1.txt").write_bytes("Götterdämmerung ".encode("latin-1") * 10)
+    set_param(project, "lstm_text_generation.preprocess.corpus", "latin1.txt")
+    result = run(cmd, project, check=False)
+    assert result.returncode == 2 and "latin1.txt" in result.stderr and "UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
