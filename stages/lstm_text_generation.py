@@ -17,8 +17,8 @@ Differences from the original:
   file, e.g. `lstm_text_generation-mine: {example: lstm_text_generation,
   variant: mine, source: texts/mine.txt}`, and a variant
   `mine: {preprocess: {corpus: texts/mine.txt}}` in params.yaml.
-  Lowercasing is a parameter too (on by default, as the original; off gives
-  the notes' 58 symbols).
+  Lowercasing is a parameter too (on by default, as the original). Off, this
+  file has 84 distinct characters, not the 58 that the notes' shapes show.
 * Windows are not stored one-hot: preprocess keeps the text once as integer
   indices (uint8 when V <= 256, else uint16/int32) and each window as its start
   offset; the tf.data pipeline gathers the windows and one-hots them inside the

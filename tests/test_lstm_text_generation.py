@@ -184,3 +184,14 @@ def test_preprocess_any_corpus_path_and_clear_errors(project):
     result = run(cmd, project, check=False)
     assert result.returncode == 2 and "latin1.txt" in result.stderr and "UTF-8" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not (SHARED_DATASETS / "nietzsche" / "nietzsche.txt").is_file(), reason="needs ../shared/datasets")
+def test_real_nietzsche_counts():
+    """The notes' numbers: 600,893 characters, 57 symbols lowercased, 200,285 windows before the hold-out."""
+    path = SHARED_DATASETS / "nietzsche" / "nietzsche.txt"
+    text = ltg.read_corpus(path, lowercase=True, min_chars=41)
+    assert len(text) == 600_893
+    assert len(ltg.char_table(text)) == 57
+    assert len(ltg.window_starts(0, len(text), 40, 3)) == 200_285
+    assert len(ltg.char_table(ltg.read_corpus(path, lowercase=False, min_chars=41))) == 84  # the notes' shapes say 58
