@@ -39,3 +39,15 @@ def thin(n: int, max_points: int) -> np.ndarray:
     if n <= max_points:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
+
+
+def read_live_metrics(folder: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{metric: (steps, values)} from a DVCLive folder's plots/metrics/*.tsv files."""
+    import pandas as pd
+    from pathlib import Path
+
+    curves = {}
+    for path in sorted((Path(folder) / "plots" / "metrics").glob("*.tsv")):
+        table = pd.read_csv(path, sep="\t")
+        curves[path.stem] = (table["step"].to_numpy(), table[path.stem].to_numpy())
+    return curves

@@ -26,7 +26,7 @@ from pydantic import Field
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
 from stages.core.errors import ParamsError
 from stages.core.params import ExampleParams, RunParams, Section
-from stages.plotting import png, thin
+from stages.plotting import png, read_live_metrics, thin
 
 N_PARAMS = 30_651  # trainable parameters of the original model
 
@@ -189,3 +189,8 @@ def plot(run) -> None:
             bottom.plot(keep, predicted[keep], color="tab:orange")
             bottom.set_title("Predicted")
             bottom.set_xlabel("step")
+        steps, loss = read_live_metrics(run.paths.training)["loss"]
+        with png(out / "loss.png", figsize=(6, 4), dpi=100) as fig:
+            ax = fig.subplots()
+            ax.plot(steps + 1, loss, marker="o")
+            ax.set(title=f"Training loss (MSE), {run.paths.key}", xlabel="epoch", ylabel="loss", yscale="log")

@@ -37,7 +37,7 @@ def resolved_stages(project) -> dict:
 
 def test_every_stage_declares_the_layout_paths_and_its_params():
     stages = resolved_stages(ROOT)
-    runs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"][0]["runs"]
+    runs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["preprocess"]["foreach"]
     for key, item in runs.items():
         assert item["example"] in discover_examples()
         for step in STEPS:

@@ -77,5 +77,6 @@ def test_pipeline_outputs(built_project, variant, lahead):
     predictions = pd.read_csv(root / paths.figures / "predictions.csv")
     assert list(predictions.columns) == ["step", "expected", "predicted"]
     assert len(predictions) == 100  # plot.max_points
-    assert (root / paths.figures / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("predictions.png", "loss.png"):
+        assert (root / paths.figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (root / paths.model / "model.weights.h5").is_file()
