@@ -9,6 +9,7 @@ import yaml
 
 from conftest import ROOT
 from stages import stateful_lstm
+from stages.core.cli import discover_examples
 from stages.core.errors import ParamsError
 from stages.core.params import deep_merge, load_run_params, validate_example, validate_top_level
 
@@ -22,7 +23,7 @@ def _write(tmp_path, data):
 
 
 def _load(tmp_path, data, variant=None):
-    return load_run_params("stateful_lstm", variant, stateful_lstm.Params, ["stateful_lstm"], _write(tmp_path, data))
+    return load_run_params("stateful_lstm", variant, stateful_lstm.Params, discover_examples(), _write(tmp_path, data))
 
 
 def test_project_params_are_valid_for_every_variant():

@@ -51,27 +51,19 @@ def test_every_stage_declares_the_layout_paths_and_its_params():
 
 
 def test_built_pipeline_is_complete_and_a_second_repro_runs_nothing(built_copy):
+    """Everything is built except what waits on mnist.npz, which this machine cannot have."""
     stages = resolved_stages(built_copy)
-    for name in stages:
-        if name.startswith("download@"):
-            continue
-        for out in stages[name].outs:
-            assert (built_copy / out.def_path).exists(), f"{name}: {out.def_path} missing"
-    again = run(["dvc", "repro", "--keep-going", "-R", "."], built_copy, check=False)
-    assert ran_stages(again.stdout) <= {s for s in stages if s.startswith("download@mnist")}
+    needs_mnist = {"download@mnist"} | {
+        f"{step}@{run}" for step in STEPS for run in ("mnist_irnn-irnn", "mnist_siamese-mlp", "mnist_sklearn_wrapper-grid")
+    }
+    for name, stage in stages.items():
+        if name not in needs_mnist:
+            for out in stage.outs:
+                assert (built_copy / out.def_path).exists(), f"{name}: {out.def_path} missing"
+    again = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
+    assert ran_stages(again.stdout) == {"download@mnist"}  # tried again, fails again; nothing else runs
     status = run(["dvc", "status", "--json"], built_copy, check=False)
-    changed = set(json.loads(status.stdout or "{}"))
-    assert changed <= {s for s in stages if "mnist" in s and "fashion" not in s}
-
-
-def test_changing_a_train_param_reruns_only_that_examples_downstream(built_copy):
-    before = {p.name: p.read_text() for p in (built_copy / "metrics").glob("*.json")}
-    set_param(built_copy, "stateful_lstm.train.learning_rate", 0.01)
-    out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
-    expected = {f"{step}@stateful_lstm-{v}" for step in ("train", "evaluate", "plot") for v in ("lahead1", "lahead20", "lahead5000")}
-    assert ran_stages(out.stdout) - {"download@mnist"} == expected
-    after = {p.name: p.read_text() for p in (built_copy / "metrics").glob("*.json")}
-    assert after["stateful_lstm-lahead1.json"] != before["stateful_lstm-lahead1.json"]
+    assert set(json.loads(status.stdout or "{}")) == needs_mnist
 
 
 def test_changing_one_variant_reruns_only_that_variant(built_copy):
@@ -80,12 +72,16 @@ def test_changing_one_variant_reruns_only_that_variant(built_copy):
     assert ran_stages(out.stdout) - {"download@mnist"} == {f"{s}@stateful_lstm-lahead20" for s in STEPS}
 
 
-def test_metrics_diff_between_branches_and_plots_show(built_copy):
+def test_train_param_change_reruns_only_its_downstream_and_diffs_across_branches(built_copy):
+    """Change one training parameter on a branch: only that example's train/evaluate/plot re-run,
+    and `dvc metrics diff`, `dvc params diff`, `dvc plots show/diff` report it against main."""
     git(built_copy, "add", "-A")
     git(built_copy, "commit", "-qm", "baseline results")
     git(built_copy, "checkout", "-qb", "faster-lr")
     set_param(built_copy, "stateful_lstm.train.learning_rate", 0.01)
-    run(["dvc", "repro", "--keep-going"], built_copy, check=False)
+    out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
+    expected = {f"{step}@stateful_lstm-{v}" for step in ("train", "evaluate", "plot") for v in ("lahead1", "lahead20", "lahead5000")}
+    assert ran_stages(out.stdout) - {"download@mnist"} == expected
     git(built_copy, "add", "-A")
     git(built_copy, "commit", "-qm", "lr 0.01")
 

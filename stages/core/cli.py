@@ -26,7 +26,7 @@ from stages.core.layout import Layout, raw_dir, run_key
 from stages.core.params import STEPS, ParamsError, RunParams, load_run_params, read_params
 
 # Modules beside the examples that are not examples.
-HELPERS = frozenset({"datasets", "plotting", "training"})
+HELPERS = frozenset({"datasets", "plotting", "report", "training"})
 
 FAILURES = Path("logs/failures")
 
@@ -133,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     examples = discover_examples()
     args = build_parser(examples).parse_args(argv)
     if args.step == "repro":
-        from stages.core.report import repro
+        from stages.report import repro
 
         return repro(args.targets)
     if args.step == "summary":
-        from stages.core.report import print_summary
+        from stages.report import print_summary
 
         return print_summary()
     if args.step == "download":
