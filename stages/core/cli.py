@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,7 @@ def _declares_commands(name: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     examples = discover_examples()
     args = build_parser(examples).parse_args(argv)
     if args.step == "repro":
@@ -171,6 +173,15 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     _clear_failure(stage)
+    _report_resources(stage, started)
     return 0
+
+
+def _report_resources(stage: str, started: float) -> None:
+    """One line per stage: wall time and peak resident memory (the numbers the README quotes)."""
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(f"{stage}: done in {time.perf_counter() - started:.1f} s, peak memory {peak_mb:.0f} MB", flush=True)
 
 
