@@ -216,6 +216,7 @@ def fit(
                 initial_epoch=done,
                 steps_per_epoch=steps,
                 validation_data=validation_data,
+                shuffle=False,  # the dataset is already shuffled per epoch, deterministically
                 callbacks=[*callbacks, _callback_class()(live, checkpoint, history, reset_states_each_epoch)],
                 verbose=verbose,
             )
