@@ -56,9 +56,11 @@ def summarise(before: dict | None = None) -> tuple[list[tuple[str, str, str]], b
                 error |= kind != "unavailable"
             elif name in changed:
                 upstream = [s.name for s in nx.descendants(graph, stage) if s.name in failures]
-                why = f"waits on {', '.join(sorted(upstream))}" if upstream else "not run"
-                rows.append((name, "skipped", why))
-                error |= not upstream
+                if upstream:
+                    rows.append((name, "skipped", f"waits on {', '.join(sorted(upstream))}"))
+                else:
+                    rows.append((name, "not done", "dvc repro did not complete it; see its output above"))
+                    error = True
             elif before is not None and before.get(name) != after.get(name):
                 rows.append((name, "ran", ""))
             else:
@@ -73,7 +75,7 @@ def print_summary(before: dict | None = None) -> int:
     for name, state, detail in rows:
         line = f"  {name:<{width}}  {state:<10}"
         print(f"{line}  {detail}" if detail else line.rstrip())
-    counts = {s: sum(r[1] == s for r in rows) for s in ("ran", "up to date", "failed", "skipped")}
+    counts = {s: sum(r[1] == s for r in rows) for s in ("ran", "up to date", "failed", "skipped", "not done")}
     print("  " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if any(r[1] == "failed" for r in rows) and not error:
         print("  Only missing data stopped some pipelines; set DATASETS_MIRROR to a copy of the datasets to run them.")
