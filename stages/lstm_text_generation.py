@@ -33,6 +33,8 @@ Differences from the original:
 * Samples are seeded (a numpy Generator seeded from params.yaml's seed and the
   epoch), so they repeat; all of them go to plots/<run>/training/samples.md,
   which a resumed run rebuilds whole from the list kept with its checkpoint.
+* evaluate's final samples (a fixed seed window, every temperature) are kept
+  in plots/<run>/figures/samples.md, beside the metrics rather than in them.
 * `python -m stages generate lstm_text_generation --seed-text "..."
   --temperature 0.5 --length 400` writes text from the trained model.
 * Weights are saved as .weights.h5, with the build settings in model.json.
@@ -430,7 +432,8 @@ def evaluate(run) -> None:
         metrics.update(val_loss=loss, val_bits_per_char=bits_per_char(loss))
     entry = epoch_samples(predictor(model), text_idx, chars, meta["maxlen"], p.sample_length, p.temperatures, run.seed, 0)
     entry["epoch"] = None
-    metrics["samples"] = {"seed_text": entry["seed_text"], **{f"T{s['temperature']}": s["text"] for s in entry["samples"]}}
+    # The final samples are text, not numbers: they go to predictions (and plot copies them
+    # to plots/<run>/figures/ for git), keeping `dvc metrics show` and `dvc exp show` tabular.
     with atomic_dir(run.paths.predictions) as out:
         write_json(out / "history.json", read_json(run.paths.model / "history.json"))  # plot reads only its deps
         write_json(out / "samples.json", entry)
@@ -447,6 +450,7 @@ def plot(run) -> None:
         columns["val_loss"] = np.array([h["val_loss"] for h in history])
     with atomic_dir(run.paths.figures) as out:
         write_csv(out / "loss.csv", columns)
+        write_text(out / SAMPLES_FILE, (run.paths.predictions / SAMPLES_FILE).read_text(encoding="utf-8"))
         with png(out / "loss.png", figsize=(7, 4.5), dpi=run.params.plot.dpi) as fig:
             ax = fig.subplots()
             ax.plot(columns["epoch"], columns["loss"], marker="o", label="training")

@@ -120,9 +120,11 @@ def test_dvc_repro_on_nietzsche(project):
     assert chars == sorted(set(chars)) and all(c == c.lower() for c in chars)
 
     metrics = read_json(project / "metrics" / f"{key}.json")
-    assert {"val_loss", "val_bits_per_char", "samples", "vocab_size"} <= set(metrics)
+    assert {"val_loss", "val_bits_per_char", "vocab_size"} <= set(metrics)
+    assert all(isinstance(v, (int, float)) for v in metrics.values())  # numbers only: dvc metrics show stays a table
     assert metrics["val_bits_per_char"] == pytest.approx(metrics["val_loss"] / np.log(2))
-    assert len(metrics["samples"]["T0.2"]) == 30
+    final = (project / "plots" / key / "figures" / "samples.md").read_text(encoding="utf-8")
+    assert "temperature 0.2" in final and "temperature 1.0" in final
 
     samples = (project / "plots" / key / "training" / "samples.md").read_text(encoding="utf-8")
     for epoch in (1, 2):

@@ -182,6 +182,6 @@ def _report_resources(stage: str, started: float) -> None:
     import resource
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    print(f"{stage}: done in {time.perf_counter() - started:.1f} s, peak memory {peak_mb:.0f} MB", flush=True)
+    print(f"{stage}: done in {time.perf_counter() - started:.1f} s, peak memory {peak_mb:.0f} MB", file=sys.stderr, flush=True)
 
 
