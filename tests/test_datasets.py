@@ -177,11 +177,15 @@ def test_dvc_download_stage_verifies_and_rejects(project, tmp_path):
     (corrupt / "nietzsche").mkdir(parents=True)
     (corrupt / "nietzsche" / "nietzsche.txt").write_bytes(good.read_bytes().replace(b"Nietzsche", b"Nietzsch3", 1))
 
+    lock = project / "dvc.lock"
+    lock_before = lock.read_text() if lock.exists() else ""
     bad = run(["dvc", "repro", "download@nietzsche"], project, check=False, DATASETS_MIRROR=str(corrupt))
     assert bad.returncode != 0
     assert "checksum mismatch" in bad.stderr + bad.stdout
     assert not (project / "data" / "raw" / "nietzsche").exists()
-    assert "download@nietzsche" not in (project / "dvc.lock").read_text() if (project / "dvc.lock").exists() else True
+    assert (lock.read_text() if lock.exists() else "") == lock_before  # nothing recorded
+    corrupt_md5 = md5(corrupt / "nietzsche" / "nietzsche.txt")
+    assert not (project / ".dvc" / "cache" / "files" / "md5" / corrupt_md5[:2] / corrupt_md5[2:]).exists()
 
     run(["dvc", "repro", "download@nietzsche"], project, DATASETS_MIRROR=str(good.parent.parent))
     assert sha256(project / "data" / "raw" / "nietzsche" / "nietzsche.txt") == datasets.REGISTRY["nietzsche"][0].sha256
