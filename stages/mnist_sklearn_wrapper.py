@@ -395,7 +395,6 @@ def evaluate(run) -> None:
         "test_accuracy": scores["accuracy"],
         "candidates": len(results["candidates"]),
         "cv": results["cv"],
-        "search_seconds": results["search_seconds"],
         "dataset": meta["dataset"],
         "train_samples": meta["train"],
         "test_samples": meta["test"],
