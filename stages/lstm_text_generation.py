@@ -393,12 +393,12 @@ def train(run) -> None:
         verbose=2,
     )
     write_samples(run, samples.entries_)  # whole even when nothing was left to train after a resume
-    with atomic_dir(run.paths.model) as out:
-        training.save_model_weights(model, out)
-        write_json(out / "history.json", {"epochs": history})  # per-epoch loss/val_loss, for evaluate and plot
-        write_json(out / "model.json", {"maxlen": maxlen, "vocab_size": vocab, "units": p.units,
-                                        "learning_rate": p.learning_rate, "parameters": model.count_params()})
-    training.ResumableCheckpoint(run.paths.checkpoints).clear()
+    training.save_trained(
+        model,
+        run,
+        {"maxlen": maxlen, "vocab_size": vocab, "units": p.units, "learning_rate": p.learning_rate, "parameters": model.count_params()},
+        extra_files={"history.json": {"epochs": history}},  # per-epoch loss/val_loss, for evaluate and plot
+    )
 
 
 def load_model(run):

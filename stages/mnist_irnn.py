@@ -178,13 +178,9 @@ def train(run) -> None:
         validation_data=validation,
         verbose=2,
     )
-    with atomic_dir(run.paths.model) as out:
-        training.save_model_weights(model, out)
-        write_json(
-            out / "model.json",
-            {"hidden_units": p.hidden_units, "learning_rate": p.learning_rate, "clipnorm": p.clipnorm, "parameters": model.count_params()},
-        )
-    training.ResumableCheckpoint(run.paths.checkpoints).clear()
+    training.save_trained(
+        model, run, {"hidden_units": p.hidden_units, "learning_rate": p.learning_rate, "clipnorm": p.clipnorm, "parameters": model.count_params()}
+    )
 
 
 def evaluate(run) -> None:

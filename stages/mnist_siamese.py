@@ -261,10 +261,7 @@ def train(run) -> None:
         checkpoint_dir=run.paths.checkpoints,
         verbose=2,
     )
-    with atomic_dir(run.paths.model) as out:
-        training.save_model_weights(model, out)
-        write_json(out / "model.json", {"learning_rate": p.learning_rate, "dropout": p.dropout, "margin": p.margin, "parameters": base.count_params()})
-    training.ResumableCheckpoint(run.paths.checkpoints).clear()
+    training.save_trained(model, run, {"learning_rate": p.learning_rate, "dropout": p.dropout, "margin": p.margin, "parameters": base.count_params()})
 
 
 def _distances(model, images: np.ndarray, pairs: np.ndarray, batch_size: int) -> np.ndarray:

@@ -144,10 +144,7 @@ def train(run) -> None:
         reset_states_each_epoch=True,
         verbose=2,
     )
-    with atomic_dir(run.paths.model) as out:
-        training.save_model_weights(model, out)
-        write_json(out / "model.json", {"batch_size": p.batch_size, "learning_rate": p.learning_rate, "parameters": n_params})
-    training.ResumableCheckpoint(run.paths.checkpoints).clear()
+    training.save_trained(model, run, {"batch_size": p.batch_size, "learning_rate": p.learning_rate, "parameters": n_params})
 
 
 def evaluate(run) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.core.files import atomic_file, read_json, write_json
+from stages.core.files import atomic_dir, atomic_file, read_json, write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -42,11 +42,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A per-epoch shuffle seed that depends only on (seed, epoch)."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def batches(
@@ -236,3 +231,18 @@ def save_model_weights(model, folder: str | os.PathLike, name: str = "model.weig
     with atomic_file(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
     return path
+
+
+def save_trained(model, run, build: dict[str, Any], extra_files: dict[str, Any] | None = None) -> None:
+    """Write models/<run>/ whole, then drop the run's resume checkpoint.
+
+    The folder holds model.weights.h5, model.json (`build`: what the example's
+    build_model needs, plus anything worth recording) and any `extra_files`
+    ({name: JSON data}). The checkpoint goes only once the model is in place.
+    """
+    with atomic_dir(run.paths.model) as out:
+        save_model_weights(model, out)
+        write_json(out / "model.json", build)
+        for name, data in (extra_files or {}).items():
+            write_json(out / name, data)
+    ResumableCheckpoint(run.paths.checkpoints).clear()

@@ -69,7 +69,7 @@ _INPUTS = {
     "preprocess": lambda run: [run.raw] if run.raw else [],
     "train": lambda run: [run.paths.processed],
     "evaluate": lambda run: [run.paths.processed, run.paths.model],
-    "plot": lambda run: [run.paths.processed, run.paths.predictions],
+    "plot": lambda run: [run.paths.processed, run.paths.predictions, run.paths.training],
 }
 
 
