@@ -1,7 +1,11 @@
 """Classic Keras examples as DVC pipelines.
 
 One module per example (stages/<example>.py) holds its pure functions and its
-four steps. Shared pieces: stages/core/ (CLI, params, paths, files; used by
-every step), datasets.py (download and loaders), training.py (the fit loop),
-plotting.py. The command line is `python -m stages <step> <example>`.
+four steps. Shared pieces: stages/core/ (params, paths, files, errors; used by
+every step), datasets/ (one module per dataset, and the verified fetch),
+training.py (the fit loop), plotting.py. The command line is
+`python -m stages <step> <example>` (stages/cli.py).
+
+This file and stages/datasets/__init__.py hold a docstring only: every stage
+imports them, and dvc.yaml does not list them (a test checks both facts).
 """

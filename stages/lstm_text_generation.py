@@ -478,7 +478,7 @@ def seed_window(seed_text: str, chars: list[str], maxlen: int, lowercase: bool) 
 
 
 def _generate_command(args: argparse.Namespace) -> None:
-    from stages.core.cli import make_run
+    from stages.core.run import make_run
     from stages.training import seed_everything
 
     _, run = make_run(args.example, args.variant)

@@ -16,7 +16,20 @@ from pathlib import Path
 
 import yaml
 
-from stages.core.cli import FAILURES
+from stages.core.errors import DatasetUnavailable
+from stages.core.files import write_text
+
+FAILURES = Path("logs/failures")
+
+
+def record_failure(stage: str, err: BaseException) -> None:
+    """Leave a note for the summary: 'unavailable' (missing data only) or 'error'."""
+    kind = "unavailable" if isinstance(err, DatasetUnavailable) else "error"
+    write_text(FAILURES / f"{stage}.txt", f"{kind}\n{err}\n")
+
+
+def clear_failure(stage: str) -> None:
+    (FAILURES / f"{stage}.txt").unlink(missing_ok=True)
 
 
 def _lock_entries(path: Path = Path("dvc.lock")) -> dict:

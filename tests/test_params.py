@@ -9,7 +9,7 @@ import yaml
 
 from conftest import ROOT
 from stages import stateful_lstm
-from stages.core.cli import discover_examples
+from stages.core.run import discover_examples
 from stages.core.errors import ParamsError
 from stages.core.params import deep_merge, load_run_params, validate_example, validate_top_level
 

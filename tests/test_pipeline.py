@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, git, run, set_param
-from stages.core.cli import discover_examples
+from stages.core.run import discover_examples
 from stages.core.layout import Layout
 from stages.core.params import STEPS
 

@@ -3,6 +3,12 @@
 Every output is first written beside its final path under a temporary name and
 then renamed into place, so a stage that dies half-way never leaves a file that
 looks finished. DVC then either sees the whole output or none of it.
+
+Temporary names are `.<name>.<random>.tmp` (plus the final suffix where a
+writer insists on one); .gitignore and .dvcignore ignore that pattern, so what a
+killed stage leaves behind is never committed to git nor hashed into an output.
+Finished files and folders get the permissions the umask gives any new file
+(tempfile alone would make them 0600 and 0700, unreadable to a shared cache).
 """
 
 from __future__ import annotations
@@ -17,6 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: Path, directory: bool) -> None:
+    """Give a finished temporary file or folder the mode a plain create would have."""
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~_umask())
 
 
 @contextlib.contextmanager
@@ -36,6 +60,7 @@ def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _publish(tmp_path, directory=False)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -50,6 +75,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publish(tmp, directory=True)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)

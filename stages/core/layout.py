@@ -20,6 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+STEPS = ("preprocess", "train", "evaluate", "plot")  # the steps after download, each run through all
+
+# Modules and packages beside the examples that are not examples.
+HELPERS = frozenset({"cli", "datasets", "plotting", "report", "training"})
+
+
+def discover_examples() -> list[str]:
+    """Every module in stages/ that is not a shared helper is an example."""
+    here = Path(__file__).parent.parent
+    return sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_") and p.stem not in HELPERS)
+
 
 def run_key(example: str, variant: str) -> str:
     return f"{example}-{variant}"

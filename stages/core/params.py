@@ -23,8 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from stages.core.errors import ParamsError
+from stages.core.layout import STEPS
 
-STEPS = ("preprocess", "train", "evaluate", "plot")
 TOP_LEVEL_KEYS = ("seed",)
 
 

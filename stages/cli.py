@@ -17,84 +17,28 @@ import importlib
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
-from stages.core.errors import DatasetUnavailable, InputError, StageError
-from stages.core.files import write_text
-from stages.core.layout import Layout, raw_dir, run_key
-from stages.core.params import STEPS, ParamsError, RunParams, load_run_params, read_params
+# Only what every command needs is imported here; each command imports the
+# rest itself, so a download runs (and its stage depends on) no more code than
+# the dataset layer's. dvc.yaml does not list this module: it dispatches, and
+# changing how arguments are parsed changes no result.
+from stages.core.errors import StageError
+from stages.core.layout import STEPS, discover_examples, raw_dir, run_key
+from stages.report import clear_failure, record_failure
 
-# Modules beside the examples that are not examples.
-HELPERS = frozenset({"datasets", "plotting", "report", "training"})
-
-FAILURES = Path("logs/failures")
-
-
-def discover_examples() -> list[str]:
-    """Every module in stages/ that is not a shared helper is an example."""
-    here = Path(__file__).parent.parent
-    return sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_") and p.stem not in HELPERS)
-
-
-def load_example(name: str) -> ModuleType:
-    examples = discover_examples()
-    if name not in examples:
-        raise ParamsError(f"unknown example '{name}'; the examples are {', '.join(examples)}.")
-    return importlib.import_module(f"stages.{name}")
-
-
-@dataclass(frozen=True)
-class Run:
-    """What a step function receives: validated params, its paths, its raw data."""
-
-    params: RunParams
-    paths: Layout
-    raw: Path | None
-
-    @property
-    def seed(self) -> int:
-        return self.params.seed
-
-
-def make_run(example: str, variant: str | None, params_file: str = "params.yaml") -> tuple[ModuleType, Run]:
-    module = load_example(example)
-    params = load_run_params(example, variant, module.Params, discover_examples(), params_file)
-    dataset = module.dataset(params) if hasattr(module, "dataset") else None
-    return module, Run(params=params, paths=Layout(run_key(example, params.variant)), raw=raw_dir(dataset) if dataset else None)
-
-
-_INPUTS = {
-    "preprocess": lambda run: [run.raw] if run.raw else [],
-    "train": lambda run: [run.paths.processed],
-    "evaluate": lambda run: [run.paths.processed, run.paths.model],
-    "plot": lambda run: [run.paths.processed, run.paths.predictions, run.paths.training],
+_AFTER_INTERRUPT = {
+    "download": "Nothing was kept: the partly downloaded files were removed; run it again to start over.",
+    "train": "Run it again: it resumes after the last finished epoch if params, data and code are unchanged.",
 }
-
-
-def check_inputs(step: str, run: Run) -> None:
-    missing = [str(p) for p in _INPUTS[step](run) if not p.exists()]
-    if missing:
-        raise InputError(
-            f"{step}@{run.paths.key} needs {', '.join(missing)}, which does not exist yet; "
-            f"run `dvc repro {step}@{run.paths.key}` so DVC builds the stages before it."
-        )
-
-
-def _record_failure(stage: str, err: BaseException) -> None:
-    kind = "unavailable" if isinstance(err, DatasetUnavailable) else "error"
-    write_text(FAILURES / f"{stage}.txt", f"{kind}\n{err}\n")
-
-
-def _clear_failure(stage: str) -> None:
-    (FAILURES / f"{stage}.txt").unlink(missing_ok=True)
 
 
 def _first_variant(example: str) -> str:
     """The default variant's name, read leniently (only to name a stage in messages)."""
     try:
-        return next(iter(read_params()[example]["variants"]))
+        import yaml
+
+        return next(iter(yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))[example]["variants"]))
     except Exception:
         return "?"
 
@@ -126,7 +70,7 @@ def build_parser(examples: list[str]) -> argparse.ArgumentParser:
 
 def _declares_commands(name: str) -> bool:
     # Only import (TensorFlow-heavy) example modules that add commands of their own.
-    text = (Path(__file__).parent.parent / f"{name}.py").read_text(encoding="utf-8")
+    text = (Path(__file__).parent / f"{name}.py").read_text(encoding="utf-8")
     return "def add_commands(" in text
 
 
@@ -156,23 +100,25 @@ def main(argv: list[str] | None = None) -> int:
             for name, source in sources.items():
                 print(f"{args.dataset}/{name}: verified, from {source}")
         elif args.step in STEPS:
+            from stages.core.run import check_inputs, make_run
+
             module, run = make_run(args.example, args.variant)
             check_inputs(args.step, run)
             getattr(module, args.step)(run)
         else:
             args.func(args)
     except StageError as err:
-        _record_failure(stage, err)
+        record_failure(stage, err)
         print(f"error: {stage}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\n{stage}: interrupted; re-run it to resume from the last finished epoch.", file=sys.stderr)
+        print(f"\n{stage}: interrupted. {_AFTER_INTERRUPT.get(args.step, 'Nothing was written; run it again.')}", file=sys.stderr)
         return 130
     except Exception as err:
-        _record_failure(stage, err)
+        record_failure(stage, err)
         traceback.print_exc()
         return 1
-    _clear_failure(stage)
+    clear_failure(stage)
     _report_resources(stage, started)
     return 0
 
