@@ -61,6 +61,7 @@ def build_parser(examples: list[str]) -> argparse.ArgumentParser:
     p = sub.add_parser("repro", help="dvc repro --keep-going, then a summary of what ran and what was skipped")
     p.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     sub.add_parser("summary", help="the summary `repro` prints, for the current state")
+    sub.add_parser("check", help="validate params.yaml for every example and variant (repro does this first)")
     for name in examples:
         module = importlib.import_module(f"stages.{name}") if _declares_commands(name) else None
         if module is not None:
@@ -78,7 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     examples = discover_examples()
     args = build_parser(examples).parse_args(argv)
-    if args.step == "repro":
+    if args.step in ("repro", "check"):
+        from stages.core.run import check_all_params
+
+        try:
+            runs = check_all_params()
+        except StageError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if args.step == "check":
+            print(f"params.yaml is valid for every run: {', '.join(runs)}")
+            return 0
         from stages.report import repro
 
         return repro(args.targets)

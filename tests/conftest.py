@@ -3,12 +3,29 @@
 Pipeline tests never mock DVC, Keras or the file system: they copy the project
 (every file git tracks or would track) into a temporary folder, `git init` it,
 shrink params.yaml with tests/tiny_params.yaml, and run the real `dvc` there.
+
+Every process the tests start runs as on a user's machine and on no network:
+* PYTHONDONTWRITEBYTECODE is removed, so Python writes __pycache__ beside the
+  code as it does by default (the machines here set it, which would hide
+  bytecode changing DVC's hashes);
+* DATASETS_OFFLINE=1 (never try the canonical URLs), so a dataset missing
+  from the test's mirror is missing, whatever network the machine has;
+* tests/hermetic/sitecustomize.py refuses any host but the loopback address,
+  in those processes and (installed below) in this one.
+TESTS_SIMULATE_NETWORK=1 runs the suite with offline mode off and a loopback
+server standing in for the canonical dataset URLs (serving what
+../shared/datasets holds), as a connected machine would see them; every test
+must pass both ways.
 """
 
 from __future__ import annotations
 
+import functools
+import http.server
+import importlib.util
 import os
 import shutil
+import threading
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +35,17 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+HERMETIC = Path(__file__).resolve().parent / "hermetic"
 sys.path.insert(0, str(ROOT))
+
+
+def _install_guard() -> None:
+    spec = importlib.util.spec_from_file_location("hermetic_guard", HERMETIC / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+_install_guard()
 
 from stages.core.params import deep_merge  # noqa: E402
 
@@ -27,18 +54,104 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment stage commands run in: this venv's python and dvc first on PATH."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERMETIC), env.get("PYTHONPATH")]))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if os.environ.get("TESTS_SIMULATE_NETWORK") != "1":
+        env["DATASETS_OFFLINE"] = "1"
+    env["DVC_NO_ANALYTICS"] = "1"
     env.pop("DATASETS_MIRROR", None)
     env.update(extra)
-    return env
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def serve(folder: Path):
+    """A loopback HTTP server for `folder`, in a thread; returns (base URL, server)."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def canonical_standin(root: Path) -> Path:
+    """A folder laid out as <host>/<path> of the canonical URLs, holding ../shared/datasets' files."""
+    keras = root / "storage.googleapis.com" / "tensorflow" / "tf-keras-datasets"
+    text = root / "s3.amazonaws.com" / "text-datasets"
+    keras.mkdir(parents=True, exist_ok=True)
+    text.mkdir(parents=True, exist_ok=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (keras / name).symlink_to(SHARED_DATASETS / "fashion_mnist" / name)
+    (text / "nietzsche.txt").symlink_to(SHARED_DATASETS / "nietzsche" / "nietzsche.txt")
+    return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def simulated_network(tmp_path_factory):
+    """With TESTS_SIMULATE_NETWORK=1: canonical URLs answered by a loopback stand-in, offline mode off."""
+    if os.environ.get("TESTS_SIMULATE_NETWORK") != "1":
+        yield None
+        return
+    base, server = serve(canonical_standin(tmp_path_factory.mktemp("canonical")))
+    os.environ["HERMETIC_CANONICAL"] = base
+    yield base
+    server.shutdown()
+    del os.environ["HERMETIC_CANONICAL"]
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
     """Run a command (e.g. dvc) in `cwd`; on failure show its output."""
+    if Path(cwd).resolve() != ROOT:
+        env.setdefault("STAGES_RECORD_IMPORTS", str(imports_log(Path(cwd))))
     result = subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def imports_log(project: Path) -> Path:
+    """Where `python -m stages` records the project modules each command imported (beside the project)."""
+    return Path(project).resolve().parent / f"{Path(project).name}.imports.jsonl"
+
+
+# Imported by every command and listed by no stage: the dispatcher, the repro
+# summary and two docstring-only package files (tests/test_pipeline.py checks both).
+NOT_DEPENDENCIES = {"stages/__init__.py", "stages/__main__.py", "stages/cli.py", "stages/report.py", "stages/datasets/__init__.py"}
+
+
+def assert_code_deps_match_imports(project: Path) -> set[str]:
+    """Every stage that ran imported exactly the project code its dvc.yaml entry lists.
+
+    A folder dependency covers the modules under it; each declared code file or
+    folder must have been imported too, so a dependency cannot be stale either.
+    Returns the names of the stages checked.
+    """
+    import json
+
+    from dvc.repo import Repo
+
+    ran: dict[str, set[str]] = {}
+    for line in imports_log(project).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["stage"]:
+            ran.setdefault(record["stage"], set()).update(set(record["modules"]) - NOT_DEPENDENCIES)
+    with Repo(str(project)) as repo:
+        stages = {s.name: s for s in repo.index.stages}
+    for name, modules in ran.items():
+        code = {d.def_path for d in stages[name].deps if d.def_path.startswith("stages/")}
+
+        def covered(module: str) -> bool:
+            return any(module == dep or module.startswith(dep.rstrip("/") + "/") for dep in code)
+
+        undeclared = sorted(m for m in modules if not covered(m))
+        assert not undeclared, f"{name} ran {undeclared}, which its dvc.yaml deps do not list"
+        unused = sorted(d for d in code if not any(m == d or m.startswith(d.rstrip("/") + "/") for m in modules))
+        assert not unused, f"{name} lists {unused} as deps but never imported them"
+    return set(ran)
 
 
 def git(cwd: Path, *args: str) -> str:

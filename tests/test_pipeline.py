@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 
 import pytest
 import yaml
 
-from conftest import ROOT, git, run, set_param
+from conftest import ROOT, assert_code_deps_match_imports, git, run, set_param, subprocess_env
 from stages.core.run import discover_examples
 from stages.core.layout import Layout
 from stages.core.params import STEPS
@@ -50,8 +54,32 @@ def test_every_stage_declares_the_layout_paths_and_its_params():
             assert f"stages/{item['example']}.py" in deps and "stages/core" in deps
 
 
+def test_each_stage_depends_on_exactly_the_code_it_runs(built_project):
+    """The modules each stage imported (recorded by `python -m stages`) are exactly its code deps."""
+    checked = assert_code_deps_match_imports(built_project)
+    for run_key in ("stateful_lstm-lahead1", "lstm_text_generation-nietzsche"):
+        assert {f"{step}@{run_key}" for step in STEPS} <= checked
+    assert {"download@nietzsche", "download@mnist"} <= checked
+
+
+@pytest.mark.parametrize("path", ["stages/__init__.py", "stages/datasets/__init__.py"])
+def test_package_files_every_stage_imports_hold_only_a_docstring(path):
+    """They are imported by every stage but listed by none, so they must hold no code."""
+    body = ast.parse((ROOT / path).read_text()).body
+    assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value.value, str)
+
+
 def test_built_pipeline_is_complete_and_a_second_repro_runs_nothing(built_copy):
-    """Everything is built except what waits on mnist.npz, which this machine cannot have."""
+    """Everything is built except what waits on mnist.npz, which this machine cannot have.
+
+    The stages ran with bytecode writing on (as on a user's machine); `--help`,
+    importing every module and a second repro must leave `dvc status` unchanged.
+    """
+    assert list((built_copy / "stages").rglob("__pycache__/*.pyc")), "the runs should have written bytecode"
+    run(["python", "-m", "stages", "--help"], built_copy)
+    modules = [f"stages.{p.stem}" for p in (built_copy / "stages").glob("*.py") if p.stem != "__main__"]
+    modules += [f"stages.{d.name}.{p.stem}" for d in (built_copy / "stages").iterdir() if d.is_dir() and d.name != "__pycache__" for p in d.glob("*.py")]
+    run(["python", "-c", "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]", *modules], built_copy)
     stages = resolved_stages(built_copy)
     needs_mnist = {"download@mnist"} | {
         f"{step}@{run}" for step in STEPS for run in ("mnist_irnn-irnn", "mnist_siamese-mlp", "mnist_sklearn_wrapper-grid")
@@ -97,7 +125,9 @@ def test_train_param_change_reruns_only_its_downstream_and_diffs_across_branches
     out_dir = built_copy / "plots-html"
     run(["dvc", "plots", "show", "-o", str(out_dir)], built_copy)
     html = (out_dir / "index.html").read_text()
-    assert "stateful_lstm-lahead20/figures/predictions.csv" in html and "<svg" in html or "vega" in html
+    for plot_id in ("plots/stateful_lstm-lahead20/figures/predictions.csv", "stateful_lstm training loss"):
+        assert plot_id in html, f"{plot_id} is not on the plots page"
+    assert re.search(r'<img[^>]+stateful_lstm-lahead20_figures_predictions\.png', html) or "stateful_lstm-lahead20/figures/predictions.png" in html
     run(["dvc", "plots", "diff", "main", "-o", str(built_copy / "plots-diff")], built_copy)
     assert (built_copy / "plots-diff" / "index.html").is_file()
 
@@ -114,9 +144,11 @@ def test_repro_summary_reports_missing_data_and_keeps_going(built_copy):
 
 
 def test_cli_help_lists_examples_and_steps():
-    out = run(["python", "-m", "stages", "--help"], ROOT)
-    for word in ("download", "preprocess", "train", "evaluate", "plot", "repro", *discover_examples()):
-        assert word in out.stdout
+    out = run(["python", "-m", "stages", "--help"], ROOT).stdout
+    commands = re.findall(r"^    (\w+)", out, flags=re.M)
+    assert commands[:7] == ["download", "preprocess", "train", "evaluate", "plot", "repro", "summary"]
+    assert f"examples: {', '.join(discover_examples())}\n" in out
+    assert discover_examples() == ["lstm_text_generation", "mnist_irnn", "mnist_siamese", "mnist_sklearn_wrapper", "stateful_lstm"]
 
 
 def test_cli_reports_a_bad_param_without_traceback(project):
@@ -133,3 +165,25 @@ def test_cli_reports_a_missing_input(project):
     out = run(["python", "-m", "stages", "train", "stateful_lstm", "--variant", "lahead20"], project, check=False)
     assert out.returncode == 2
     assert "needs data/processed/stateful_lstm-lahead20" in out.stderr and "dvc repro" in out.stderr
+
+
+def test_a_killed_write_leaves_nothing_git_or_dvc_sees(built_copy):
+    """SIGKILL inside an atomic write: the temporary file and folder stay, but git and DVC ignore them."""
+    git(built_copy, "add", "-A")
+    git(built_copy, "commit", "-qm", "built")
+    code = (
+        "import os, signal\n"
+        "from stages.core.files import atomic_dir, atomic_file, write_text\n"
+        "with atomic_file('plots/stateful_lstm-lahead1/training/samples.md') as tmp:\n"
+        "    tmp.write_text('half')\n"
+        "    with atomic_dir('plots/stateful_lstm-lahead1/figures') as out:\n"
+        "        write_text(out / 'predictions.csv', 'half')\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run(["python", "-c", code], cwd=built_copy, env=subprocess_env())
+    assert killed.returncode == -signal.SIGKILL
+    left = [p.name for p in (built_copy / "plots" / "stateful_lstm-lahead1").rglob(".*.tmp*")]
+    assert any(n.startswith(".figures.") for n in left) and any(n.startswith(".samples.md.") for n in left), left
+    assert git(built_copy, "status", "--porcelain", "--untracked-files=all") == ""
+    status = json.loads(run(["dvc", "status", "--json", "train@stateful_lstm-lahead1", "plot@stateful_lstm-lahead1"], built_copy).stdout)
+    assert status == {}

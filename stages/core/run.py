@@ -15,7 +15,7 @@ from types import ModuleType
 
 from stages.core.errors import InputError, ParamsError
 from stages.core.layout import Layout, discover_examples, raw_dir, run_key
-from stages.core.params import RunParams, load_run_params
+from stages.core.params import RunParams, load_run_params, read_params, validate_example, validate_top_level
 
 def load_example(name: str) -> ModuleType:
     examples = discover_examples()
@@ -59,3 +59,27 @@ def check_inputs(step: str, run: Run) -> None:
             f"{step}@{run.paths.key} needs {', '.join(missing)}, which does not exist yet; "
             f"run `dvc repro {step}@{run.paths.key}` so DVC builds the stages before it."
         )
+
+
+def check_all_params(params_file: str = "params.yaml") -> list[str]:
+    """Validate every example's section (all steps, every variant); return the run keys.
+
+    `python -m stages repro` and `python -m stages check` call this before DVC
+    starts, so a bad value anywhere stops everything with a message naming its
+    key: plain `dvc repro` would otherwise meet some of them only as a missing
+    path (a `dataset` outside the registry names a data/raw folder no stage makes).
+    """
+    data = read_params(params_file)
+    examples = discover_examples()
+    validate_top_level(data, examples, params_file)
+    problems, runs = [], []
+    for example in examples:
+        try:
+            variants = validate_example(data, example, load_example(example).Params, params_file)
+        except ParamsError as err:
+            problems.append(str(err))
+            continue
+        runs += [run_key(example, variant) for variant in variants]
+    if problems:
+        raise ParamsError(" ".join(problems))
+    return runs
