@@ -133,16 +133,15 @@ def dataset(params) -> str | None:
 # learned from and generated samples (kept in git) cannot quote arbitrary files.
 
 
-def corpus_refusal(key: str, corpus: str, problem: str, run_key: str = "lstm_text_generation-mine") -> str:
+def corpus_refusal(key: str, corpus: str, problem: str) -> str:
     """The one paragraph that refuses a corpus: why, then the recipe that makes a file usable."""
-    variant = run_key.partition("-")[2]
     return (
         f"'{key}' = {corpus!r} {problem}. A corpus is {', '.join(map(repr, KNOWN_CORPORA))} (a downloaded dataset) "
         "or a UTF-8 file inside the project that the run's preprocess stage declares as a dependency. Put the file "
         "in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
-        f"`{run_key}: {{example: lstm_text_generation, variant: {variant}, source: texts/mine.txt}}`; "
-        f"in params.yaml, under lstm_text_generation.variants, add `{variant}: {{preprocess: {{corpus: texts/mine.txt}}}}`; "
-        f"then run `dvc repro preprocess@{run_key}`."
+        "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt}`; "
+        "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`; "
+        "then run `dvc repro preprocess@lstm_text_generation-mine`."
     )
 
 
@@ -189,7 +188,7 @@ def corpus_file(run, root: Path | None = None) -> Path:
     stage = f"preprocess@{run.paths.key}"
 
     def refuse(problem: str) -> ParamsError:
-        return ParamsError(corpus_refusal(run.params.key("preprocess", "corpus"), corpus, problem, run.paths.key))
+        return ParamsError(corpus_refusal(run.params.key("preprocess", "corpus"), corpus, problem))
 
     problem = corpus_path_problem(corpus)
     if problem:

@@ -174,6 +174,17 @@ def test_integers_and_exponents_still_read_as_floats(tmp_path):
     assert params.preprocess.validation_fraction == 0.05  # YAML 1.2, as DVC reads it; PyYAML alone gives '5e-2'
 
 
+def test_a_float_as_dvc_writes_it_is_a_number(tmp_path):
+    """`dvc exp run -S stateful_lstm.train.learning_rate=1e-6` writes `1e-06`: text to PyYAML, so strict types would refuse it."""
+    from dvc.utils.serialize._yaml import dumps_yaml
+
+    data = _params_with("stateful_lstm", "train", "learning_rate", 1e-6)
+    path = tmp_path / "params.yaml"
+    path.write_text(dumps_yaml(data))
+    assert "learning_rate: 1e-06" in path.read_text() and yaml.safe_load(path.read_text())["stateful_lstm"]["train"]["learning_rate"] == "1e-06"
+    assert validate_example(read_params(path), "stateful_lstm", stateful_lstm.Params)["lahead1"].train.learning_rate == 1e-6
+
+
 @pytest.mark.parametrize(
     "lahead, message",
     [
