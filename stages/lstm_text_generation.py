@@ -172,11 +172,8 @@ def declared_deps(stage: str, root: Path) -> list[Path]:
         with Repo(os.fspath(root)) as repo:
             stages = repo.stage.collect(stage)
             return [Path(os.path.relpath(dep.fs_path, repo.root_dir)) for s in stages for dep in s.deps]
-    except DvcException as err:
-        raise ParamsError(
-            f"could not read the dependencies of {stage} from {root / 'dvc.yaml'} ({err}); a corpus file must be "
-            "declared there as the source of its run."
-        ) from None
+    except DvcException as err:  # no such stage (a variant without its run), no dvc.yaml, ...
+        raise ParamsError(f"cannot be checked: DVC gives no stage {stage} here ({err})") from None
 
 
 def corpus_file(run, root: Path | None = None) -> Path:
@@ -197,7 +194,10 @@ def corpus_file(run, root: Path | None = None) -> Path:
     target = (root / path).resolve()
     if not target.is_relative_to(root.resolve()):
         raise refuse(f"is a symlink to {target}, outside the project")
-    deps = declared_deps(stage, root)
+    try:
+        deps = declared_deps(stage, root)
+    except ParamsError as err:
+        raise refuse(str(err)) from None
     if not any(path == dep or path.is_relative_to(dep) for dep in deps):
         raise refuse(
             f"is not a dependency of {stage} in dvc.yaml (it has {', '.join(map(str, deps))}), so DVC would not "

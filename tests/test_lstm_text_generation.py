@@ -248,6 +248,14 @@ def test_undeclared_project_file_is_refused_before_reading(project):
                                "stages/lstm_text_generation.py, data/raw/nietzsche, params.yaml)") + ".*" + RECIPE, result.stderr)
     assert "Traceback" not in result.stderr and not (project / "data/processed").exists()
 
+    # A variant naming the file, without its run in dvc.yaml: nothing declares the file either.
+    set_param(project, "lstm_text_generation.variants.notes", {"preprocess": {"corpus": "notes.txt"}})
+    result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "notes"], project, check=False)
+    assert result.returncode == 2, result.stderr
+    assert re.search(re.escape("'lstm_text_generation.variants.notes.preprocess.corpus' = 'notes.txt' cannot be checked: "
+                               "DVC gives no stage preprocess@lstm_text_generation-notes here") + ".*" + RECIPE, result.stderr)
+    assert not (project / "data/processed").exists()
+
 
 @pytest.mark.skipif(not (SHARED_DATASETS / "nietzsche" / "nietzsche.txt").is_file(), reason="needs ../shared/datasets")
 def test_real_nietzsche_counts():
