@@ -12,11 +12,17 @@ training loss of 2.285 after epoch 1 and 1.202 after epoch 40.
 
 Differences from the original:
 * The corpus is a parameter (`preprocess.corpus`): `nietzsche` (downloaded and
-  checksummed by download@nietzsche) or a path to any UTF-8 text file, Chinese
-  included. For a file of your own, add a run to dvc.yaml whose source is that
-  file, e.g. `lstm_text_generation-mine: {example: lstm_text_generation,
-  variant: mine, source: texts/mine.txt}`, and a variant
-  `mine: {preprocess: {corpus: texts/mine.txt}}` in params.yaml.
+  checksummed by download@nietzsche) or a UTF-8 text file of your own, Chinese
+  included. Such a file must lie inside the project (a relative path, no `..`
+  out of it, no symlink leading outside) and be a declared dependency of the
+  run's preprocess stage, so that dvc.lock records what the model was trained
+  on; preprocess refuses anything else before reading it. The recipe:
+    1. put the file in the project, e.g. texts/mine.txt;
+    2. in dvc.yaml, under preprocess's `foreach`, add the run
+       `lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt}`;
+    3. in params.yaml, under `lstm_text_generation.variants`, add
+       `mine: {preprocess: {corpus: texts/mine.txt}}`;
+    4. `dvc repro preprocess@lstm_text_generation-mine` (or plot@... for the whole run).
   Lowercasing is a parameter too (on by default, as the original). Off, this
   file has 84 distinct characters, not the 58 that the notes' shapes show.
 * Windows are not stored one-hot: preprocess keeps the text once as integer
@@ -44,14 +50,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
 from stages.core.errors import InputError, ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json, write_text
+from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
 from stages.plotting import png
 
@@ -60,7 +69,7 @@ SAMPLES_FILE = "samples.md"
 
 
 class Preprocess(Section):
-    corpus: str = Field(min_length=1, description="'nietzsche' or a path to a UTF-8 text file")
+    corpus: str = Field(min_length=1, description="'nietzsche' or a UTF-8 text file inside the project, declared in dvc.yaml")
     lowercase: bool = Field(description="lowercase the text first, as the original")
     max_chars: int = Field(ge=0, description="use only the first max_chars characters; 0 = all")
     maxlen: int = Field(ge=1, description="characters per window")
@@ -74,13 +83,13 @@ class Train(Section):
     epochs: int = Field(ge=1)
     learning_rate: float = Field(gt=0, description="RMSprop")
     sample_length: int = Field(ge=0, description="characters generated per temperature after each epoch")
-    temperatures: list[float] = Field(min_length=1, description="sampling temperatures, each > 0")
+    temperatures: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, description="sampling temperatures, each > 0")
 
 
 class Evaluate(Section):
     batch_size: int = Field(ge=1)
     sample_length: int = Field(ge=0, description="characters of each final sample")
-    temperatures: list[float] = Field(min_length=1, description="sampling temperatures, each > 0")
+    temperatures: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, description="sampling temperatures, each > 0")
 
 
 class Plot(Section):
@@ -93,15 +102,108 @@ class Params(ExampleParams):
     evaluate: Evaluate
     plot: Plot
 
+    @model_validator(mode="after")
+    def _check_across_keys(self, info: ValidationInfo) -> "Params":
+        """A corpus path that cannot be a project file, or a max_chars too short to split, stops every step."""
+        key = self.key_namer(info)
+        p = self.preprocess
+        problem = corpus_path_problem(p.corpus)
+        if problem:
+            raise ParamsError(corpus_refusal(key("preprocess", "corpus"), p.corpus, problem))
+        if p.max_chars:
+            split = split_point(p.max_chars, p.validation_fraction)
+            held_out = p.max_chars - split
+            if split < p.maxlen + 1 or (p.validation_fraction > 0 and held_out < p.maxlen + 1):
+                raise ParamsError(
+                    f"'{key('preprocess', 'max_chars')}' = {p.max_chars} with '{key('preprocess', 'validation_fraction')}'"
+                    f" = {p.validation_fraction} leaves {split} training and {held_out} held-out characters; each part"
+                    f" needs at least '{key('preprocess', 'maxlen')}' + 1 = {p.maxlen + 1} (use 0 for the whole corpus)."
+                )
+        return self
+
 
 def dataset(params) -> str | None:
     """The download this run reads, or None when the corpus is a file path."""
     return params.preprocess.corpus if params.preprocess.corpus in KNOWN_CORPORA else None
 
 
-def corpus_path(run) -> Path:
+# --- which corpus files may be read ------------------------------------------
+# A corpus file must be something DVC tracks: inside the project and a declared
+# dependency of the run's preprocess stage, so dvc.lock names what the model
+# learned from and generated samples (kept in git) cannot quote arbitrary files.
+
+
+def corpus_refusal(key: str, corpus: str, problem: str) -> str:
+    """The one paragraph that refuses a corpus: why, then the recipe that makes a file usable."""
+    return (
+        f"'{key}' = {corpus!r} {problem}. A corpus is {', '.join(map(repr, KNOWN_CORPORA))} (a downloaded dataset) "
+        "or a UTF-8 file inside the project that the run's preprocess stage declares as a dependency. Put the file "
+        "in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
+        "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt}`; "
+        "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`; "
+        "then run `dvc repro preprocess@lstm_text_generation-mine`."
+    )
+
+
+def corpus_path_problem(corpus: str) -> str | None:
+    """Why `corpus` cannot name a file inside the project, judged from its text alone; None if it can."""
+    if corpus in KNOWN_CORPORA:
+        return None
+    if os.path.isabs(corpus) or corpus.startswith("~"):
+        return "is an absolute path, outside the project"
+    parts = Path(os.path.normpath(corpus)).parts
+    if parts[:1] == ("..",):
+        return "leads out of the project with '..'"
+    if parts in ((), (".",)):
+        return "names the project folder, not a file"
+    return None
+
+
+def declared_deps(stage: str, root: Path) -> list[Path]:
+    """The dependencies DVC resolves for `stage` (e.g. preprocess@lstm_text_generation-mine), relative to root.
+
+    Asks DVC itself, so foreach entries and ${...} interpolation read as `dvc repro` reads them
+    (about 0.5 s, most of it importing DVC).
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(os.fspath(root)) as repo:
+            stages = repo.stage.collect(stage)
+            return [Path(os.path.relpath(dep.fs_path, repo.root_dir)) for s in stages for dep in s.deps]
+    except DvcException as err:  # no such stage (a variant without its run), no dvc.yaml, ...
+        raise ParamsError(f"cannot be checked: DVC gives no stage {stage} here ({err})") from None
+
+
+def corpus_file(run, root: Path | None = None) -> Path:
+    """The file preprocess reads: the download, or a project file checked before anything reads it."""
     corpus = run.params.preprocess.corpus
-    return run.raw / KNOWN_CORPORA[corpus] if run.raw is not None else Path(corpus)
+    if run.raw is not None:
+        return run.raw / KNOWN_CORPORA[corpus]
+    root = Path.cwd() if root is None else root
+    stage = f"preprocess@{run.paths.key}"
+
+    def refuse(problem: str) -> ParamsError:
+        return ParamsError(corpus_refusal(run.params.key("preprocess", "corpus"), corpus, problem))
+
+    problem = corpus_path_problem(corpus)
+    if problem:
+        raise refuse(problem)
+    path = Path(os.path.normpath(corpus))
+    target = (root / path).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise refuse(f"is a symlink to {target}, outside the project")
+    try:
+        deps = declared_deps(stage, root)
+    except ParamsError as err:
+        raise refuse(str(err)) from None
+    if not any(path == dep or path.is_relative_to(dep) for dep in deps):
+        raise refuse(
+            f"is not a dependency of {stage} in dvc.yaml (it has {', '.join(map(str, deps))}), so DVC would not "
+            f"track it; the run `{run.paths.key}` under preprocess's foreach needs `source: {path}`"
+        )
+    return path
 
 
 # --- pure functions ----------------------------------------------------------
@@ -289,9 +391,10 @@ def predictor(model):
 
 
 def _check_temperatures(temperatures: list[float], key: str) -> None:
-    bad = [t for t in temperatures if not t > 0]
+    """For --temperature; params.yaml's temperatures are checked by Params."""
+    bad = [t for t in temperatures if not (t > 0 and math.isfinite(t))]
     if bad:
-        raise ParamsError(f"'{key}' = {temperatures} is invalid: every temperature must be > 0 (got {bad}).")
+        raise ParamsError(f"'{key}' = {temperatures} is invalid: every temperature must be a finite number > 0 (got {bad}).")
 
 
 # --- steps -------------------------------------------------------------------
@@ -299,7 +402,7 @@ def _check_temperatures(temperatures: list[float], key: str) -> None:
 
 def preprocess(run) -> None:
     p = run.params.preprocess
-    path = corpus_path(run)
+    path = corpus_file(run)
     text = read_corpus(path, p.lowercase, p.maxlen + 1, p.max_chars)
     split = split_point(len(text), p.validation_fraction)
     if split < p.maxlen + 1 or (p.validation_fraction > 0 and len(text) - split < p.maxlen + 1):
@@ -366,7 +469,6 @@ def train(run) -> None:
     from stages import training
 
     p = run.params.train
-    _check_temperatures(p.temperatures, "lstm_text_generation.train.temperatures")
     text_idx, chars, meta = load_processed(run.paths.processed)
     maxlen, vocab = meta["maxlen"], len(chars)
     train_starts = load_array(run.paths.processed, "train_starts")
@@ -419,7 +521,6 @@ def evaluate(run) -> None:
     from stages import training
 
     p = run.params.evaluate
-    _check_temperatures(p.temperatures, "lstm_text_generation.evaluate.temperatures")
     text_idx, chars, meta = load_processed(run.paths.processed)
     val_starts = load_array(run.paths.processed, "val_starts")
     training.seed_everything(run.seed)
@@ -438,7 +539,7 @@ def evaluate(run) -> None:
         write_json(out / "history.json", read_json(run.paths.model / "history.json"))  # plot reads only its deps
         write_json(out / "samples.json", entry)
         write_text(out / SAMPLES_FILE, samples_markdown(f"Samples from the final model ({run.paths.key})", [entry]))
-    write_json(run.paths.metrics, metrics)
+    write_metrics(run.paths.metrics, metrics)
     print(f"validation loss {metrics.get('val_loss', float('nan')):.4f} nats/char, "
           f"{metrics.get('val_bits_per_char', float('nan')):.4f} bits/char")
 

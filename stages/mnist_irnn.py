@@ -41,6 +41,7 @@ from pydantic import Field
 
 from stages.core.errors import ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
+from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
 from stages.plotting import png, read_live_metrics
 
@@ -49,7 +50,7 @@ N_PARAMS = 11_210  # SimpleRNN(100) on 1 input: 100 + 100*100 + 100; Dense(10): 
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="image dataset with 10 classes of 28x28 images")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a dataset of stages/datasets.py with 28x28 grey images of 10 classes")
 
 
 class Train(Section):
@@ -199,7 +200,7 @@ def evaluate(run) -> None:
     metrics["test"]["per_class_accuracy"] = {str(c): float(matrix[c, c] / max(matrix[c].sum(), 1)) for c in range(N_CLASSES)}
     with atomic_dir(run.paths.predictions) as out:
         save_arrays(out, {"probabilities": probabilities, "predicted": predicted, "confusion": matrix})
-    write_json(run.paths.metrics, metrics)
+    write_metrics(run.paths.metrics, metrics)
     print(f"test loss {metrics['test']['loss']:.4f}, test accuracy {metrics['test']['accuracy']:.4f}")
 
 

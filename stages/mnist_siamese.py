@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import Field
 
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
+from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
 from stages.plotting import png, thin
 
@@ -48,7 +49,7 @@ N_PARAMS = 133_504  # trainable parameters of the base network (784*128+128 + 2*
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="image dataset with 10 classes of 28x28 images")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a dataset of stages/datasets.py with 28x28 grey images of 10 classes")
 
 
 class Train(Section):
@@ -302,7 +303,7 @@ def evaluate(run) -> None:
     out_arrays["embeddings_test"] = base.predict(x_test, batch_size=p.batch_size, verbose=0).astype(np.float32)
     with atomic_dir(run.paths.predictions) as out:
         save_arrays(out, out_arrays)
-    write_json(run.paths.metrics, metrics)
+    write_metrics(run.paths.metrics, metrics)
     print(
         f"accuracy at d < {p.threshold}: train {metrics['train']['accuracy']:.4f}, test {metrics['test']['accuracy']:.4f}; "
         f"test ROC AUC {metrics['test']['roc_auc']:.4f}; best threshold {t:.3f} -> test {metrics['best_threshold']['test_accuracy']:.4f}"

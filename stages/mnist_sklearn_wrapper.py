@@ -43,13 +43,15 @@ import copy
 import functools
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
 from stages.core.errors import InputError, ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
+from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
 from stages.plotting import png
 
@@ -59,7 +61,7 @@ BUILD_KEYS = ("dense_layer_sizes", "filters", "kernel_size", "pool_size")
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="data/raw/<dataset>, 28x28 grey images of 10 classes")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a dataset of stages/datasets.py with 28x28 grey images of 10 classes")
     train_samples: int = Field(ge=0, description="first n training images; 0 = all 60000")
     test_samples: int = Field(ge=0, description="first n test images; 0 = all 10000")
 
@@ -97,6 +99,13 @@ class Params(ExampleParams):
     evaluate: Evaluate
     plot: Plot
 
+    @model_validator(mode="after")
+    def _check_grid(self, info: ValidationInfo) -> "Params":
+        """The grid must build a model for every candidate: checked at every step, before any work."""
+        key = self.key_namer(info)
+        check_grid(self.train.grid, key=lambda name: key("train", "grid", name))
+        return self
+
 
 def dataset(params) -> str:
     """The raw dataset preprocess reads (data/raw/<dataset>)."""
@@ -128,25 +137,32 @@ def conv_output_side(side: int, kernel_size: int, pool_size: int) -> int:
     return (side - 2 * (kernel_size - 1)) // pool_size
 
 
-def check_grid(grid: Grid, side: int = IMAGE_SHAPE[0]) -> None:
-    """Reject values no model can be built from, naming the key, before any training."""
-    prefix = "mnist_sklearn_wrapper.train.grid"
-    for key in ("epochs", "filters", "kernel_size", "pool_size"):
-        values = getattr(grid, key)
+def _grid_key(name: str) -> str:
+    return f"mnist_sklearn_wrapper.train.grid.{name}"
+
+
+def check_grid(grid: Grid, side: int = IMAGE_SHAPE[0], key: Callable[[str], str] = _grid_key) -> None:
+    """Reject values no model can be built from, naming the key, before any training.
+
+    Params runs it whenever params.yaml is validated, with `key` naming the
+    variant's key where a variant sets the value.
+    """
+    for name in ("epochs", "filters", "kernel_size", "pool_size"):
+        values = getattr(grid, name)
         if any(v < 1 for v in values):
-            raise ParamsError(f"'{prefix}.{key}' = {values} must hold positive integers.")
+            raise ParamsError(f"'{key(name)}' = {values} must hold positive integers.")
         if len(set(values)) != len(values):
-            raise ParamsError(f"'{prefix}.{key}' = {values} repeats a value; each candidate would be fitted twice.")
+            raise ParamsError(f"'{key(name)}' = {values} repeats a value; each candidate would be fitted twice.")
     for sizes in grid.dense_layer_sizes:
         if not sizes or any(s < 1 for s in sizes):
-            raise ParamsError(f"'{prefix}.dense_layer_sizes' holds {sizes}; each entry must be a non-empty list of positive widths, e.g. [64, 64].")
+            raise ParamsError(f"'{key('dense_layer_sizes')}' holds {sizes}; each entry must be a non-empty list of positive widths, e.g. [64, 64].")
     if len({tuple(s) for s in grid.dense_layer_sizes}) != len(grid.dense_layer_sizes):
-        raise ParamsError(f"'{prefix}.dense_layer_sizes' = {grid.dense_layer_sizes} repeats an entry.")
+        raise ParamsError(f"'{key('dense_layer_sizes')}' = {grid.dense_layer_sizes} repeats an entry.")
     for k, p in itertools.product(grid.kernel_size, grid.pool_size):
         if conv_output_side(side, k, p) < 1:
             raise ParamsError(
-                f"'{prefix}': kernel_size {k} with pool_size {p} leaves no pixels of a {side}x{side} image "
-                f"(two {k}x{k} convolutions, then {p}x{p} pooling); use smaller values."
+                f"'{key('kernel_size')}' {k} with '{key('pool_size')}' {p} leaves no pixels of a {side}x{side} "
+                f"image (two {k}x{k} convolutions, then {p}x{p} pooling); use smaller values."
             )
 
 
@@ -343,7 +359,6 @@ def preprocess(run) -> None:
 
 def train(run) -> None:
     p = run.params.train
-    check_grid(p.grid)
     x, y = scale(load_array(run.paths.processed, "x_train")), load_array(run.paths.processed, "y_train").astype(np.int64)
     counts = np.bincount(y, minlength=N_CLASSES)
     if counts.min() < p.cv:
@@ -402,7 +417,7 @@ def evaluate(run) -> None:
     with atomic_dir(run.paths.predictions) as out:
         save_arrays(out, {"probabilities": probabilities, "predicted": np.argmax(probabilities, axis=1).astype(np.uint8)})
         write_json(out / "candidates.json", results)  # the search summary, for the plot stage
-    write_json(run.paths.metrics, metrics)
+    write_metrics(run.paths.metrics, metrics)
     print(f"best {best['params']}: test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
 
 

@@ -21,11 +21,12 @@ Differences from the original:
 from __future__ import annotations
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 
-from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
 from stages.core.errors import ParamsError
-from stages.core.params import ExampleParams, RunParams, Section
+from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
+from stages.core.metrics import write_metrics
+from stages.core.params import ExampleParams, Section
 from stages.plotting import png, read_live_metrics, thin
 
 N_PARAMS = 30_651  # trainable parameters of the original model
@@ -58,6 +59,26 @@ class Params(ExampleParams):
     train: Train
     evaluate: Evaluate
     plot: Plot
+
+    @model_validator(mode="after")
+    def _check_across_steps(self, info: ValidationInfo) -> "Params":
+        """Values valid alone that make no sense together, caught before any step works."""
+        key = self.key_namer(info)
+        n, lahead, batch = self.preprocess.n_points, self.preprocess.lahead, self.train.batch_size
+        if lahead >= n:
+            raise ParamsError(
+                f"'{key('preprocess', 'lahead')}' = {lahead} must be less than "
+                f"'{key('preprocess', 'n_points')}' = {n}: every target would be a 0 placeholder with no "
+                f"future behind it (and nothing left to score); use a lahead below {n}, or more points."
+            )
+        if n % batch:
+            nearest = " or ".join(str(v) for v in (n - n % batch, n - n % batch + batch) if v > lahead)
+            raise ParamsError(
+                f"'{key('train', 'batch_size')}' = {batch} must divide '{key('preprocess', 'n_points')}' = {n}: "
+                "a stateful LSTM needs whole batches so that row k of each batch continues row k of the one "
+                f"before (the nearest n_points that fit: {nearest})."
+            )
+        return self
 
 
 # --- pure functions ----------------------------------------------------------
@@ -116,21 +137,11 @@ def preprocess(run) -> None:
     print(f"series {series.shape}, targets {targets.shape}, lahead {p.lahead}")
 
 
-def _check_batches(n: int, batch_size: int, params: RunParams) -> None:
-    if n % batch_size:
-        raise ParamsError(
-            f"'{params.example}.train.batch_size' = {batch_size} must divide "
-            f"'{params.example}.preprocess.n_points' = {n}: a stateful LSTM needs whole batches "
-            "so that row k of each batch continues row k of the one before."
-        )
-
-
 def train(run) -> None:
     from stages import training
 
     p = run.params.train
     x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
-    _check_batches(len(x), p.batch_size, run.params)
     training.seed_everything(run.seed)
     model = build_model(p.batch_size, p.learning_rate)
     n_params = model.count_params()
@@ -169,7 +180,7 @@ def evaluate(run) -> None:
     metrics["mse_ratio_to_naive"] = metrics["model"]["mse"] / max(metrics["naive_last_value"]["mse"], 1e-12)
     with atomic_dir(run.paths.predictions) as out:
         save_arrays(out, {"predicted": predicted})
-    write_json(run.paths.metrics, metrics)
+    write_metrics(run.paths.metrics, metrics)
     print(f"lahead {lahead}: model MSE {metrics['model']['mse']:.4g}, naive MSE {metrics['naive_last_value']['mse']:.4g}")
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import re
 import sys
 
 import numpy as np
 import pytest
+import yaml
 
-from conftest import SHARED_DATASETS, run
+from conftest import ROOT, SHARED_DATASETS, run, set_param
 from stages import lstm_text_generation as ltg
-from stages.core.errors import InputError
+from stages.core.cli import make_run
+from stages.core.errors import InputError, ParamsError
 from stages.core.files import read_json, write_json
+from stages.core.params import validate_example
 
 ENGLISH = "The will to power is the will to life; what does not kill us makes us stronger. " * 40
 RNG = np.random.default_rng(0)
@@ -166,26 +169,92 @@ def test_samples_survive_a_resume(tmp_path, monkeypatch):
     assert "## epoch 1" in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
 
 
-def test_preprocess_any_corpus_path_and_clear_errors(project):
-    """A Chinese file given by path preprocesses to uint16 indices; a bad file stops with one paragraph."""
-    from conftest import set_param
+def add_corpus_run(project, name: str, source: str, **preprocess) -> None:
+    """The module docstring's recipe: a run under preprocess's foreach in dvc.yaml and a variant in params.yaml."""
+    dvc_yaml = project / "dvc.yaml"
+    anchor = "      lstm_text_generation-nietzsche: {"
+    entry = f"      lstm_text_generation-{name}: {{example: lstm_text_generation, variant: {name}, source: {source}}}\n"
+    text = dvc_yaml.read_text()
+    assert anchor in text
+    dvc_yaml.write_text(text.replace(anchor, entry + anchor, 1))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["lstm_text_generation"]["variants"][name] = {"preprocess": {"corpus": source, **preprocess}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
 
-    (project / "chinese.txt").write_text(CHINESE, encoding="utf-8")
-    set_param(project, "lstm_text_generation.preprocess.corpus", "chinese.txt")
-    set_param(project, "lstm_text_generation.preprocess.max_chars", 0)
-    cmd = [sys.executable, "-m", "stages", "preprocess", "lstm_text_generation"]
-    run(cmd, project)
-    folder = project / "data/processed/lstm_text_generation-nietzsche"
+
+def test_declared_chinese_corpus_preprocesses_and_is_locked(project):
+    """The recipe works: texts/mine.txt (Chinese), its run and its variant; dvc.lock lists the file as a dep."""
+    (project / "texts").mkdir()
+    (project / "texts" / "mine.txt").write_text(CHINESE, encoding="utf-8")
+    add_corpus_run(project, "mine", "texts/mine.txt", max_chars=0)
+    run(["dvc", "repro", "preprocess@lstm_text_generation-mine"], project)
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    deps = [d["path"] for d in lock["stages"]["preprocess@lstm_text_generation-mine"]["deps"]]
+    assert "texts/mine.txt" in deps
+    folder = project / "data/processed/lstm_text_generation-mine"
     meta = read_json(folder / "meta.json")
+    assert meta["corpus"] == "texts/mine.txt"
     assert meta["characters"] == len(CHINESE) and meta["vocab_size"] == len(set(CHINESE)) > 256
     assert np.load(folder / "text.npy").dtype == np.uint16
     assert read_json(folder / "chars.json")["chars"] == sorted(set(CHINESE))
 
-    (project / "latin1.txt").write_bytes("Götterdämmerung ".encode("latin-1") * 10)
-    set_param(project, "lstm_text_generation.preprocess.corpus", "latin1.txt")
-    result = run(cmd, project, check=False)
-    assert result.returncode == 2 and "latin1.txt" in result.stderr and "UTF-8" in result.stderr
+    # The same declared file, no longer UTF-8: one paragraph naming the file, no traceback.
+    (project / "texts" / "mine.txt").write_bytes("Götterdämmerung ".encode("latin-1") * 10)
+    result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "mine"], project, check=False)
+    assert result.returncode == 2 and "texts/mine.txt is not valid UTF-8" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+RECIPE = re.escape("Put the file in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
+                   "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt}`; "
+                   "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`")
+
+
+@pytest.mark.parametrize(
+    "corpus, why",
+    [("/etc/passwd", "is an absolute path, outside the project"), ("../outside.txt", "leads out of the project with '..'"),
+     ("texts/../../outside.txt", "leads out of the project with '..'")],
+)
+def test_corpus_outside_the_project_is_refused_by_params(corpus, why):
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["lstm_text_generation"]["variants"]["mine"] = {"preprocess": {"corpus": corpus}}
+    with pytest.raises(ParamsError, match=re.escape(f"'lstm_text_generation.variants.mine.preprocess.corpus' = {corpus!r} {why}")
+                       + ".*" + RECIPE):
+        validate_example(data, "lstm_text_generation", ltg.Params)
+
+
+def test_corpus_symlink_leading_outside_is_refused_before_reading(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "texts").mkdir(parents=True)
+    (project / "texts" / "mine.txt").symlink_to(tmp_path / "secret.txt")  # need not exist: it is never read
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["lstm_text_generation"]["variants"]["mine"] = {"preprocess": {"corpus": "texts/mine.txt"}}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(project)
+    _, run_ = make_run("lstm_text_generation", "mine")
+    with pytest.raises(ParamsError, match=re.escape(f"'lstm_text_generation.variants.mine.preprocess.corpus' = 'texts/mine.txt' "
+                                                    f"is a symlink to {tmp_path / 'secret.txt'}, outside the project")):
+        ltg.corpus_file(run_)
+
+
+def test_undeclared_project_file_is_refused_before_reading(project):
+    """A file inside the project that the run's preprocess stage does not list as a dep is refused, naming the key."""
+    (project / "notes.txt").write_text(ENGLISH, encoding="utf-8")
+    set_param(project, "lstm_text_generation.preprocess.corpus", "notes.txt")
+    result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation"], project, check=False)
+    assert result.returncode == 2, result.stderr
+    assert re.search(re.escape("'lstm_text_generation.preprocess.corpus' = 'notes.txt' is not a dependency of "
+                               "preprocess@lstm_text_generation-nietzsche in dvc.yaml (it has stages/core, stages/datasets.py, "
+                               "stages/lstm_text_generation.py, data/raw/nietzsche, params.yaml)") + ".*" + RECIPE, result.stderr)
+    assert "Traceback" not in result.stderr and not (project / "data/processed").exists()
+
+    # A variant naming the file, without its run in dvc.yaml: nothing declares the file either.
+    set_param(project, "lstm_text_generation.variants.notes", {"preprocess": {"corpus": "notes.txt"}})
+    result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "notes"], project, check=False)
+    assert result.returncode == 2, result.stderr
+    assert re.search(re.escape("'lstm_text_generation.variants.notes.preprocess.corpus' = 'notes.txt' cannot be checked: "
+                               "DVC gives no stage preprocess@lstm_text_generation-notes here") + ".*" + RECIPE, result.stderr)
+    assert not (project / "data/processed").exists()
 
 
 @pytest.mark.skipif(not (SHARED_DATASETS / "nietzsche" / "nietzsche.txt").is_file(), reason="needs ../shared/datasets")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import re
+import sys
+import typing
 
 import pytest
 import yaml
 
-from conftest import ROOT
-from stages import stateful_lstm
+from conftest import ROOT, run, set_param
+from stages import lstm_text_generation, mnist_irnn, mnist_siamese, mnist_sklearn_wrapper, stateful_lstm
 from stages.core.run import discover_examples
 from stages.core.errors import ParamsError
-from stages.core.params import deep_merge, load_run_params, validate_example, validate_top_level
+from stages.core.params import deep_merge, dotted_key, load_run_params, read_params, validate_example, validate_top_level
+from stages.datasets import REGISTRY
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -49,17 +53,16 @@ def test_default_variant_is_the_first(tmp_path):
         (("train", "epohcs", 3), "unknown key 'stateful_lstm.train.epohcs'"),
         (("train", "epochs", "ten"), "'stateful_lstm.train.epochs' = 'ten' is invalid"),
         (("train", "epochs", 0), "'stateful_lstm.train.epochs' = 0 is invalid"),
-        (("train", "learning_rate", -1.0), "greater than 0"),
-        (("preprocess", "damping", "fast"), "'stateful_lstm.preprocess.damping'"),
+        (("train", "learning_rate", -1.0), "'stateful_lstm.train.learning_rate' = -1.0 is invalid: Input should be greater than 0"),
+        (("preprocess", "damping", "fast"), "'stateful_lstm.preprocess.damping' = 'fast' is invalid"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, expected):
     data = copy.deepcopy(PARAMS)
     step, key, value = edit
     data["stateful_lstm"][step][key] = value
-    with pytest.raises(ParamsError) as err:
+    with pytest.raises(ParamsError, match=re.escape(expected)):
         _load(tmp_path, data)
-    assert expected in str(err.value)
 
 
 def test_unknown_key_lists_the_known_ones(tmp_path):
@@ -79,7 +82,7 @@ def test_missing_key_is_reported(tmp_path):
 def test_bad_variant_override_is_reported_with_the_variant(tmp_path):
     data = copy.deepcopy(PARAMS)
     data["stateful_lstm"]["variants"]["lahead20"] = {"preprocess": {"lahead": 0}}
-    with pytest.raises(ParamsError, match=r"variant 'lahead20'.*stateful_lstm.preprocess.lahead"):
+    with pytest.raises(ParamsError, match=r"variant 'lahead20' applied: 'stateful_lstm\.variants\.lahead20\.preprocess\.lahead' = 0 is invalid"):
         _load(tmp_path, data, "lahead1")
 
 
@@ -108,3 +111,155 @@ def test_deep_merge_does_not_touch_its_inputs():
     base = {"a": {"b": 1, "c": 2}}
     merged = deep_merge(base, {"a": {"b": 5}})
     assert merged == {"a": {"b": 5, "c": 2}} and base == {"a": {"b": 1, "c": 2}}
+
+
+# --- values that validate but mean nothing -----------------------------------
+
+
+def _params_with(example: str, step: str, key: str, value, variant: str | None = None) -> dict:
+    """params.yaml's values with one key set, in the base section or in a variant's override."""
+    data = copy.deepcopy(PARAMS)
+    node = data[example]["variants"].setdefault(variant, {}).setdefault(step, {}) if variant else data[example][step]
+    node[key] = value
+    return data
+
+
+def _validate_text(tmp_path, data: dict, example: str, model) -> dict:
+    """Write `data` as YAML and read it back as the stages do, so YAML's own spellings (.inf, 1e-4) are tested."""
+    return validate_example(read_params(_write(tmp_path, data)), example, model)
+
+
+@pytest.mark.parametrize(
+    "example, model, step, key, value, named",
+    [
+        ("stateful_lstm", stateful_lstm.Params, "train", "epochs", True, "'stateful_lstm.train.epochs' = True"),
+        ("stateful_lstm", stateful_lstm.Params, "train", "learning_rate", True, "'stateful_lstm.train.learning_rate' = True"),
+        ("stateful_lstm", stateful_lstm.Params, "preprocess", "n_points", 6000.0, "'stateful_lstm.preprocess.n_points' = 6000.0"),
+        ("lstm_text_generation", lstm_text_generation.Params, "train", "temperatures", [0.5, False],
+         "'lstm_text_generation.train.temperatures[1]' = False"),
+        ("mnist_sklearn_wrapper", mnist_sklearn_wrapper.Params, "train", "cv", True, "'mnist_sklearn_wrapper.train.cv' = True"),
+    ],
+)
+def test_booleans_and_floats_are_not_integers(tmp_path, example, model, step, key, value, named):
+    with pytest.raises(ParamsError, match=re.escape(named) + " is invalid: Input should be a valid"):
+        _validate_text(tmp_path, _params_with(example, step, key, value), example, model)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")], ids=["inf", "-inf", "nan"])
+@pytest.mark.parametrize(
+    "example, model, step, key, wrap, named",
+    [
+        ("stateful_lstm", stateful_lstm.Params, "train", "learning_rate", False, "'stateful_lstm.train.learning_rate'"),
+        ("mnist_irnn", mnist_irnn.Params, "train", "clipnorm", False, "'mnist_irnn.train.clipnorm'"),
+        ("lstm_text_generation", lstm_text_generation.Params, "evaluate", "temperatures", True,
+         "'lstm_text_generation.evaluate.temperatures[0]'"),
+    ],
+)
+def test_non_finite_floats_are_rejected(tmp_path, value, example, model, step, key, wrap, named):
+    data = _params_with(example, step, key, [value] if wrap else value)
+    assert ".inf" in _write(tmp_path, data).read_text() or ".nan" in _write(tmp_path, data).read_text()
+    with pytest.raises(ParamsError, match=re.escape(named) + r" = -?(inf|nan) is invalid: Input should be a finite number"):
+        _validate_text(tmp_path, data, example, model)
+
+
+def test_integers_and_exponents_still_read_as_floats(tmp_path):
+    data = _params_with("lstm_text_generation", "train", "temperatures", [1, 2])
+    data["lstm_text_generation"]["train"]["learning_rate"] = 1
+    path = _write(tmp_path, data)
+    path.write_text(path.read_text().replace("validation_fraction: 0.05", "validation_fraction: 5e-2"))
+    runs = validate_example(read_params(path), "lstm_text_generation", lstm_text_generation.Params)
+    params = runs["nietzsche"]
+    assert params.train.temperatures == [1.0, 2.0] and all(type(t) is float for t in params.train.temperatures)
+    assert type(params.train.learning_rate) is float and params.train.learning_rate == 1.0
+    assert params.preprocess.validation_fraction == 0.05  # YAML 1.2, as DVC reads it; PyYAML alone gives '5e-2'
+
+
+def test_a_float_as_dvc_writes_it_is_a_number(tmp_path):
+    """`dvc exp run -S stateful_lstm.train.learning_rate=1e-6` writes `1e-06`: text to PyYAML, so strict types would refuse it."""
+    from dvc.utils.serialize._yaml import dumps_yaml
+
+    data = _params_with("stateful_lstm", "train", "learning_rate", 1e-6)
+    path = tmp_path / "params.yaml"
+    path.write_text(dumps_yaml(data))
+    assert "learning_rate: 1e-06" in path.read_text() and yaml.safe_load(path.read_text())["stateful_lstm"]["train"]["learning_rate"] == "1e-06"
+    assert validate_example(read_params(path), "stateful_lstm", stateful_lstm.Params)["lahead1"].train.learning_rate == 1e-6
+
+
+@pytest.mark.parametrize(
+    "lahead, message",
+    [
+        (7000, "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 7000 must be less than "
+               "'stateful_lstm.preprocess.n_points' = 6000"),
+        (6000, "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 6000 must be less than "
+               "'stateful_lstm.preprocess.n_points' = 6000"),
+    ],
+)
+def test_stateful_lahead_must_leave_points_to_score(lahead, message):
+    data = _params_with("stateful_lstm", "preprocess", "lahead", lahead, variant="lahead5000")
+    data["stateful_lstm"]["preprocess"]["n_points"] = 6000  # merged under the variant's lahead
+    with pytest.raises(ParamsError, match=r"with variant 'lahead5000' applied: " + re.escape(message)):
+        validate_example(data, "stateful_lstm", stateful_lstm.Params)
+
+
+def test_stateful_batch_size_must_divide_the_series():
+    data = _params_with("stateful_lstm", "train", "batch_size", 30)
+    with pytest.raises(ParamsError, match=re.escape("'stateful_lstm.train.batch_size' = 30 must divide "
+                                                    "'stateful_lstm.preprocess.n_points' = 50000")):
+        validate_example(data, "stateful_lstm", stateful_lstm.Params)
+
+
+def test_text_temperatures_must_be_positive():
+    data = _params_with("lstm_text_generation", "evaluate", "temperatures", [0.5, 0.0])
+    with pytest.raises(ParamsError, match=re.escape("'lstm_text_generation.evaluate.temperatures[1]' = 0.0 is invalid: "
+                                                    "Input should be greater than 0")):
+        validate_example(data, "lstm_text_generation", lstm_text_generation.Params)
+
+
+def test_text_max_chars_must_leave_both_parts_a_window():
+    data = _params_with("lstm_text_generation", "preprocess", "max_chars", 100, variant="nietzsche")
+    with pytest.raises(ParamsError, match=re.escape("'lstm_text_generation.variants.nietzsche.preprocess.max_chars' = 100 "
+                                                    "with 'lstm_text_generation.preprocess.validation_fraction' = 0.05 "
+                                                    "leaves 95 training and 5 held-out characters")):
+        validate_example(data, "lstm_text_generation", lstm_text_generation.Params)
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"kernel_size": [15]}, "'mnist_sklearn_wrapper.variants.big.train.grid.kernel_size' 15 with "
+                                "'mnist_sklearn_wrapper.train.grid.pool_size' 2 leaves no pixels"),
+        ({"epochs": [3, 3]}, "'mnist_sklearn_wrapper.variants.big.train.grid.epochs' = [3, 3] repeats a value"),
+    ],
+)
+def test_grid_checks_run_in_validation_and_name_the_variant_key(grid, message):
+    data = copy.deepcopy(PARAMS)
+    data["mnist_sklearn_wrapper"]["variants"]["big"] = {"train": {"grid": grid}}
+    with pytest.raises(ParamsError, match=r"with variant 'big' applied: " + re.escape(message)):
+        validate_example(data, "mnist_sklearn_wrapper", mnist_sklearn_wrapper.Params)
+
+
+@pytest.mark.parametrize("example, model", [("mnist_irnn", mnist_irnn.Params), ("mnist_siamese", mnist_siamese.Params),
+                                            ("mnist_sklearn_wrapper", mnist_sklearn_wrapper.Params)])
+def test_unknown_dataset_lists_the_known_ones(example, model):
+    data = _params_with(example, "preprocess", "dataset", "imagenet")
+    with pytest.raises(ParamsError, match=re.escape(f"'{example}.preprocess.dataset' = 'imagenet' is not a known dataset; "
+                                                    "the known datasets here are 'mnist' or 'fashion_mnist'")):
+        validate_example(data, example, model)
+    accepted = typing.get_args(model.model_fields["preprocess"].annotation.model_fields["dataset"].annotation)
+    assert set(accepted) <= set(REGISTRY)  # what params accept, the download stage can fetch
+
+
+def test_dotted_key_names_the_override_or_the_base():
+    override = {"train": {"grid": {"epochs": [1]}}}
+    assert dotted_key("m", "big", override, "train", "grid", "epochs") == "m.variants.big.train.grid.epochs"
+    assert dotted_key("m", "big", override, "train", "cv") == "m.train.cv"
+    assert dotted_key("m", None, override, "train", "grid", "epochs") == "m.train.grid.epochs"
+
+
+def test_a_bad_evaluate_value_stops_train_before_it_trains(project):
+    """Every section is validated at every step: train refuses to start on an evaluate value that would fail later."""
+    set_param(project, "lstm_text_generation.evaluate.temperatures", [0.5, -1.0])
+    result = run([sys.executable, "-m", "stages", "train", "lstm_text_generation"], project, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "'lstm_text_generation.evaluate.temperatures[1]' = -1.0 is invalid" in result.stderr
+    assert "Traceback" not in result.stderr and not (project / "models").exists()

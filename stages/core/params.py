@@ -8,19 +8,29 @@ pydantic's report into one paragraph that names the key and what it accepts.
 
 A run is one example under one named variant. `<example>.variants.<name>` holds
 overrides for the step sections (same nesting, a subset of keys); they are
-merged over the base values and the result is validated as a whole.
+merged over the base values and the result is validated as a whole, so checks
+that relate keys of different steps (an example's `model_validator`) see every
+section at every step: a bad evaluate value stops train before it trains.
+
+Values must mean what they say: a boolean is not a number (`epochs: true`),
+a float must be finite (`.inf`, `.nan`), a string is not a number; an integer
+is still accepted where a float is expected.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic.fields import FieldInfo
 
 from stages.core.errors import ParamsError
 from stages.core.layout import STEPS
@@ -29,15 +39,52 @@ TOP_LEVEL_KEYS = ("seed",)
 
 
 class Section(BaseModel):
-    """Base of every step's parameter model: unknown keys are an error."""
+    """Base of every step's parameter model.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Unknown keys are an error; strict types, so a YAML boolean or string is
+    never taken for a number (pydantic's lax mode reads `true` as 1); floats
+    must be finite. Strict mode still accepts an int for a float field.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+_UNSET = object()
+
+
+def dotted_key(example: str, variant: str | None, override: Mapping[str, Any], *path: str) -> str:
+    """The params.yaml key a merged value came from: the variant's override if it sets it, else the base.
+
+    `dotted_key("stateful_lstm", "lahead20", {"preprocess": {"lahead": 20}}, "preprocess", "lahead")`
+    is "stateful_lstm.variants.lahead20.preprocess.lahead".
+    """
+    node: Any = override
+    for part in path:
+        node = node.get(part, _UNSET) if isinstance(node, Mapping) else _UNSET
+    if variant is not None and node is not _UNSET:
+        return ".".join((example, "variants", variant, *path))
+    return ".".join((example, *path))
 
 
 class ExampleParams(BaseModel):
-    """Base of an example's whole parameter model: one field per step."""
+    """Base of an example's whole parameter model: one field per step.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Checks across keys go in a `model_validator(mode="after")` of the example's
+    Params; it raises ParamsError, naming keys with `self.key_namer(info)`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    def key_namer(self, info: ValidationInfo) -> Callable[..., str]:
+        """`name("preprocess", "lahead")` -> the dotted key that value came from (see dotted_key).
+
+        validate_example passes the example, variant and override as the
+        validation context; without one (a model built in code) the example is
+        the module's name and every key is a base key.
+        """
+        context = info.context or {}
+        example = context.get("example") or type(self).__module__.rpartition(".")[2]
+        return functools.partial(dotted_key, example, context.get("variant"), context.get("override") or {})
 
 
 @dataclass(frozen=True)
@@ -48,6 +95,11 @@ class RunParams:
     variant: str
     seed: int
     steps: ExampleParams
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # the variant's, as in params.yaml
+
+    def key(self, *path: str) -> str:
+        """The dotted params.yaml key of a value of this run, e.g. key("preprocess", "corpus")."""
+        return dotted_key(self.example, self.variant, self.overrides, *path)
 
     def __getattr__(self, name: str) -> Any:
         # run.train, run.preprocess ...: the validated step sections.
@@ -56,11 +108,22 @@ class RunParams:
         raise AttributeError(name)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-4` as a number (YAML 1.2, as DVC reads it) rather than text."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def read_params(path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
     """Read params.yaml; a missing or malformed file is a ParamsError."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except FileNotFoundError:
         raise ParamsError(f"{path} not found: run from the project root, where params.yaml lives.") from None
     except yaml.YAMLError as err:
@@ -81,8 +144,8 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def _describe(model: type[BaseModel], loc: tuple) -> str:
-    """What the field at `loc` accepts, from its annotation and constraints."""
+def _field(model: type[BaseModel], loc: tuple) -> FieldInfo | None:
+    """The declaration of the field at `loc` (the list holding an item, for an item's loc)."""
     field = None
     current: Any = model
     for part in loc:
@@ -91,6 +154,12 @@ def _describe(model: type[BaseModel], loc: tuple) -> str:
             break
         field = fields[part]
         current = field.annotation
+    return field
+
+
+def _describe(model: type[BaseModel], loc: tuple) -> str:
+    """What the field at `loc` accepts, from its annotation and constraints."""
+    field = _field(model, loc)
     if field is None:
         return ""
     annotation = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
@@ -103,12 +172,33 @@ def _describe(model: type[BaseModel], loc: tuple) -> str:
     return text
 
 
-def _format_errors(prefix: str, model: type[BaseModel], err: ValidationError) -> str:
+def _error_key(example: str, variant: str | None, override: Mapping[str, Any], loc: tuple) -> str:
+    """'stateful_lstm.train.epochs', or 'lstm_text_generation.train.temperatures[1]' for a list item."""
+    names = []
+    for part in loc:
+        if isinstance(part, int):
+            break
+        names.append(str(part))
+    indices = "".join(f"[{part}]" for part in loc[len(names):])
+    return dotted_key(example, variant, override, *names) + indices
+
+
+def _format_errors(
+    example: str,
+    model: type[BaseModel],
+    err: ValidationError,
+    variant: str | None = None,
+    override: Mapping[str, Any] | None = None,
+) -> str:
+    """pydantic's report as one line per problem, each naming the params.yaml key it is about."""
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        key = ".".join([prefix, *map(str, loc)])
-        if e["type"] == "extra_forbidden":
+        key = _error_key(example, variant, override or {}, loc)
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, ParamsError):  # an example's check across keys: its message names them
+            lines.append(str(cause).rstrip("."))
+        elif e["type"] == "extra_forbidden":
             parent = model
             for part in loc[:-1]:
                 parent = parent.model_fields[part].annotation
@@ -116,6 +206,13 @@ def _format_errors(prefix: str, model: type[BaseModel], err: ValidationError) ->
             lines.append(f"unknown key '{key}' (known keys here: {known}; check the spelling)")
         elif e["type"] == "missing":
             lines.append(f"missing key '{key}': {_describe(model, loc) or 'required'}")
+        elif e["type"] == "literal_error":
+            field = _field(model, loc)
+            about = f" ({field.description})" if field is not None and field.description else ""
+            what = "a known dataset; the known datasets here are" if loc[-1:] == ("dataset",) else "one of the accepted values:"
+            lines.append(f"'{key}' = {e.get('input')!r} is not {what} {e['ctx']['expected']}{about}")
+        elif not loc:
+            lines.append(f"'{example}' is invalid: {e['msg']}")
         else:
             accepts = _describe(model, loc)
             lines.append(f"'{key}' = {e.get('input')!r} is invalid: {e['msg']}" + (f"; {accepts}" if accepts else ""))
@@ -152,7 +249,7 @@ def validate_example(
             "(use {} for a variant that keeps the base values); dvc.yaml runs one pipeline per variant."
         )
     try:
-        model.model_validate(section)
+        model.model_validate(section, context={"example": example})
     except ValidationError as err:
         raise ParamsError(f"{path}: {_format_errors(example, model, err)}.") from None
     result = {}
@@ -163,10 +260,12 @@ def validate_example(
         bad = sorted(set(override) - set(STEPS))
         if bad:
             raise ParamsError(f"{path}: unknown key(s) {', '.join(bad)} in '{prefix}'; a variant overrides the steps {', '.join(STEPS)}.")
+        context = {"example": example, "variant": name, "override": override}
         try:
-            result[name] = model.model_validate(deep_merge(section, override))
+            result[name] = model.model_validate(deep_merge(section, override), context=context)
         except ValidationError as err:
-            raise ParamsError(f"{path}: with variant '{name}' applied: {_format_errors(example, model, err)}.") from None
+            details = _format_errors(example, model, err, name, override)
+            raise ParamsError(f"{path}: with variant '{name}' applied: {details}.") from None
     return result
 
 
@@ -191,4 +290,5 @@ def load_run_params(
             f"{path}: '{example}' has no variant '{variant}'; its variants are "
             f"{', '.join(by_variant)} (add one under '{example}.variants' and a run in dvc.yaml)."
         )
-    return RunParams(example=example, variant=variant, seed=seed, steps=by_variant[variant])
+    overrides = data[example]["variants"][variant]
+    return RunParams(example=example, variant=variant, seed=seed, steps=by_variant[variant], overrides=overrides)

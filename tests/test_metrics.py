@@ -1,0 +1,46 @@
+"""write_metrics: finite numbers are written as write_json writes them; anything else names its key and writes nothing."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from stages.core.errors import StageError
+from stages.core.files import read_json, write_json
+from stages.core.metrics import MetricError, non_finite, write_metrics
+
+GOOD = {"model": {"mse": 0.5, "mae": np.float32(0.25)}, "rows_scored": 10, "losses": [1.0, 2.0], "name": "x"}
+
+
+def test_finite_metrics_are_written_like_write_json(tmp_path):
+    write_metrics(tmp_path / "m.json", GOOD)
+    write_json(tmp_path / "j.json", GOOD)
+    assert (tmp_path / "m.json").read_bytes() == (tmp_path / "j.json").read_bytes()
+    assert read_json(tmp_path / "m.json")["model"] == {"mse": 0.5, "mae": 0.25}
+
+
+@pytest.mark.parametrize(
+    "metrics, key",
+    [
+        ({"model": {"mse": float("nan"), "mae": 1.0}}, "model.mse"),
+        ({"val_loss": float("inf")}, "val_loss"),
+        ({"model": {"mae": np.float32("-inf")}}, "model.mae"),
+        ({"losses": [1.0, float("nan")]}, "losses[1]"),
+    ],
+)
+def test_a_non_finite_metric_is_named_and_nothing_is_written(tmp_path, metrics, key):
+    path = tmp_path / "metrics" / "run.json"
+    write_json(path, GOOD)
+    before = path.read_bytes()
+    with pytest.raises(MetricError, match=re.escape(f"'{key}' = ") + r"-?(nan|inf) is not a finite number"):
+        write_metrics(path, {**GOOD, **metrics})
+    assert path.read_bytes() == before  # the last good metrics stay, byte for byte
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]  # no temporary file left behind
+    assert issubclass(MetricError, StageError)  # printed as one paragraph by the CLI, no traceback
+
+
+def test_non_finite_lists_every_bad_key():
+    bad = non_finite({"a": {"b": float("nan")}, "c": float("inf"), "d": 1.0, "e": 3, "f": "nan"})
+    assert [key for key, _ in bad] == ["a.b", "c"] and np.isnan(bad[0][1]) and bad[1][1] == float("inf")
