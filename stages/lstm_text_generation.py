@@ -62,7 +62,6 @@ from stages.core.errors import InputError, ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json, write_text
 from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
-from stages.plotting import png
 
 KNOWN_CORPORA = {"nietzsche": "nietzsche.txt"}  # datasets of stages/datasets.py that are text
 SAMPLES_FILE = "samples.md"
@@ -545,6 +544,8 @@ def evaluate(run) -> None:
 
 
 def plot(run) -> None:
+    from stages.plotting import png
+
     history = read_json(run.paths.predictions / "history.json")["epochs"]
     columns = {"epoch": np.arange(1, len(history) + 1), "loss": np.array([h["loss"] for h in history])}
     if all("val_loss" in h for h in history):

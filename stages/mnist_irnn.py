@@ -43,7 +43,6 @@ from stages.core.errors import ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
 from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
-from stages.plotting import png, read_live_metrics
 
 N_CLASSES = 10
 N_PARAMS = 11_210  # SimpleRNN(100) on 1 input: 100 + 100*100 + 100; Dense(10): 1010
@@ -205,6 +204,8 @@ def evaluate(run) -> None:
 
 
 def plot(run) -> None:
+    from stages.plotting import png, read_live_metrics
+
     y = load_array(run.paths.processed, "y_test")
     predicted = load_array(run.paths.predictions, "predicted")
     matrix = load_array(run.paths.predictions, "confusion")

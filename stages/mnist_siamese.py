@@ -42,7 +42,6 @@ from pydantic import Field
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
 from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
-from stages.plotting import png, thin
 
 N_CLASSES = 10
 N_PARAMS = 133_504  # trainable parameters of the base network (784*128+128 + 2*(128*128+128))
@@ -312,6 +311,8 @@ def evaluate(run) -> None:
 
 def plot(run) -> None:
     from sklearn.decomposition import PCA
+
+    from stages.plotting import png, thin
 
     p = run.params.plot
     d = load_array(run.paths.predictions, "distances_test")

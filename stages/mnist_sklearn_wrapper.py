@@ -53,7 +53,6 @@ from stages.core.errors import InputError, ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
 from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
-from stages.plotting import png
 
 IMAGE_SHAPE = (28, 28, 1)
 N_CLASSES = 10
@@ -422,6 +421,8 @@ def evaluate(run) -> None:
 
 
 def plot(run) -> None:
+    from stages.plotting import png
+
     results = read_json(run.paths.predictions / "candidates.json")
     rows = sorted(results["candidates"], key=lambda r: r["rank"])
     with atomic_dir(run.paths.figures) as out:

@@ -27,7 +27,6 @@ from stages.core.errors import ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
 from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
-from stages.plotting import png, read_live_metrics, thin
 
 N_PARAMS = 30_651  # trainable parameters of the original model
 
@@ -185,6 +184,8 @@ def evaluate(run) -> None:
 
 
 def plot(run) -> None:
+    from stages.plotting import png, read_live_metrics, thin
+
     y = load_array(run.paths.processed, "y").reshape(-1)
     predicted = load_array(run.paths.predictions, "predicted").reshape(-1)
     keep = thin(len(y), run.params.plot.max_points)

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT, SHARED_DATASETS, run, set_param
 from stages import lstm_text_generation as ltg
-from stages.core.cli import make_run
+from stages.core.run import make_run
 from stages.core.errors import InputError, ParamsError
 from stages.core.files import read_json, write_json
 from stages.core.params import validate_example
