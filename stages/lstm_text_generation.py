@@ -43,6 +43,7 @@ Differences from the original:
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -55,7 +56,7 @@ from stages.core.files import atomic_dir, load_array, read_json, save_arrays, wr
 from stages.core.params import ExampleParams, Section
 from stages.plotting import png
 
-KNOWN_CORPORA = {"nietzsche": "nietzsche.txt"}  # datasets of stages/datasets.py that are text
+TEXT_DATASETS = ("nietzsche",)  # modules of stages/datasets/ with text_file(folder)
 SAMPLES_FILE = "samples.md"
 
 
@@ -96,12 +97,14 @@ class Params(ExampleParams):
 
 def dataset(params) -> str | None:
     """The download this run reads, or None when the corpus is a file path."""
-    return params.preprocess.corpus if params.preprocess.corpus in KNOWN_CORPORA else None
+    return params.preprocess.corpus if params.preprocess.corpus in TEXT_DATASETS else None
 
 
 def corpus_path(run) -> Path:
     corpus = run.params.preprocess.corpus
-    return run.raw / KNOWN_CORPORA[corpus] if run.raw is not None else Path(corpus)
+    if run.raw is None:
+        return Path(corpus)
+    return importlib.import_module(f"stages.datasets.{corpus}").text_file(run.raw)
 
 
 # --- pure functions ----------------------------------------------------------

@@ -34,6 +34,7 @@ Differences from the original:
 
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 import numpy as np
@@ -140,9 +141,7 @@ def _scale(x, *rest):
 
 
 def preprocess(run) -> None:
-    from stages.datasets import load_images
-
-    (x_train, y_train), (x_test, y_test) = load_images(run.params.preprocess.dataset, run.raw)
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(run.raw)
     arrays = {
         "x_train": pixel_sequences(x_train),
         "y_train": y_train.astype(np.uint8),

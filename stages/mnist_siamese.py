@@ -34,6 +34,7 @@ Differences from the original:
 
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 import numpy as np
@@ -227,9 +228,7 @@ def _gather_fn(images: np.ndarray):
 
 
 def preprocess(run) -> None:
-    from stages.datasets import load_images
-
-    (x_train, y_train), (x_test, y_test) = load_images(run.params.preprocess.dataset, run.raw)
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(run.raw)
     arrays, meta = {}, {"dataset": run.params.preprocess.dataset}
     for index, (name, x, y) in enumerate((("train", x_train, y_train), ("test", x_test, y_test))):
         rng = np.random.default_rng([run.seed, index])

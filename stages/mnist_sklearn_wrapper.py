@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import itertools
 import time
 from typing import Any, Literal
@@ -327,10 +328,8 @@ def test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, flo
 
 
 def preprocess(run) -> None:
-    from stages.datasets import load_images
-
     p = run.params.preprocess
-    (x_train, y_train), (x_test, y_test) = load_images(p.dataset, run.raw)
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{p.dataset}").load(run.raw)
     x_train, y_train = take_first(x_train, y_train, p.train_samples, "train_samples")
     x_test, y_test = take_first(x_test, y_test, p.test_samples, "test_samples")
     with atomic_dir(run.paths.processed) as out:

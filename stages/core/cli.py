@@ -26,8 +26,8 @@ from stages.core.files import write_text
 from stages.core.layout import Layout, raw_dir, run_key
 from stages.core.params import STEPS, ParamsError, RunParams, load_run_params, read_params
 
-# Modules beside the examples that are not examples.
-HELPERS = frozenset({"datasets", "plotting", "report", "training"})
+# Modules beside the examples that are not examples (stages/datasets/ is a package, not a module).
+HELPERS = frozenset({"plotting", "report", "training"})
 
 FAILURES = Path("logs/failures")
 
@@ -109,7 +109,7 @@ def build_parser(examples: list[str]) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="step", required=True, metavar="<step>")
     p = sub.add_parser("download", help="fetch and verify a dataset into data/raw/<dataset>")
-    p.add_argument("dataset", metavar="<dataset>", help="a dataset of stages/datasets.py: nietzsche, mnist, fashion_mnist, imdb, reuters")
+    p.add_argument("dataset", metavar="<dataset>", help="a module of stages/datasets/: nietzsche, mnist, fashion_mnist, imdb, reuters")
     for step in STEPS:
         p = sub.add_parser(step, help=f"run the {step} step of an example")
         p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         stage = args.step
     try:
         if args.step == "download":
-            from stages.datasets import fetch
+            from stages.datasets.fetch import fetch
 
             sources = fetch(args.dataset, raw_dir(args.dataset))
             for name, source in sources.items():
