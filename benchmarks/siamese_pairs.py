@@ -51,9 +51,9 @@ def load_data() -> tuple[str, np.ndarray, np.ndarray | None]:
     mirror = Path(os.environ.get("DATASETS_MIRROR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
     folder = mirror / "fashion_mnist"
     if (folder / "train-labels-idx1-ubyte.gz").is_file():
-        from stages.datasets import load_images
+        from stages.datasets import fashion_mnist
 
-        (x, y), _ = load_images("fashion_mnist", folder)
+        (x, y), _ = fashion_mnist.load(folder)
         return "Fashion-MNIST train labels", y, x
     labels = np.repeat(np.arange(10, dtype=np.uint8), MNIST_TRAIN_COUNTS)
     np.random.default_rng(0).shuffle(labels)

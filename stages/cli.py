@@ -53,7 +53,7 @@ def build_parser(examples: list[str]) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="step", required=True, metavar="<step>")
     p = sub.add_parser("download", help="fetch and verify a dataset into data/raw/<dataset>")
-    p.add_argument("dataset", metavar="<dataset>", help="a dataset of stages/datasets.py: nietzsche, mnist, fashion_mnist, imdb, reuters")
+    p.add_argument("dataset", metavar="<dataset>", help="a module of stages/datasets/: nietzsche, mnist, fashion_mnist, imdb, reuters")
     for step in STEPS:
         p = sub.add_parser(step, help=f"run the {step} step of an example")
         p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         stage = args.step
     try:
         if args.step == "download":
-            from stages.datasets import fetch
+            from stages.datasets.fetch import fetch
 
             sources = fetch(args.dataset, raw_dir(args.dataset))
             for name, source in sources.items():

@@ -49,6 +49,7 @@ Differences from the original:
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -63,7 +64,7 @@ from stages.core.files import atomic_dir, load_array, read_json, save_arrays, wr
 from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
 
-KNOWN_CORPORA = {"nietzsche": "nietzsche.txt"}  # datasets of stages/datasets.py that are text
+TEXT_DATASETS = ("nietzsche",)  # modules of stages/datasets/ with text_file(folder)
 SAMPLES_FILE = "samples.md"
 
 
@@ -123,7 +124,7 @@ class Params(ExampleParams):
 
 def dataset(params) -> str | None:
     """The download this run reads, or None when the corpus is a file path."""
-    return params.preprocess.corpus if params.preprocess.corpus in KNOWN_CORPORA else None
+    return params.preprocess.corpus if params.preprocess.corpus in TEXT_DATASETS else None
 
 
 # --- which corpus files may be read ------------------------------------------
@@ -135,7 +136,7 @@ def dataset(params) -> str | None:
 def corpus_refusal(key: str, corpus: str, problem: str) -> str:
     """The one paragraph that refuses a corpus: why, then the recipe that makes a file usable."""
     return (
-        f"'{key}' = {corpus!r} {problem}. A corpus is {', '.join(map(repr, KNOWN_CORPORA))} (a downloaded dataset) "
+        f"'{key}' = {corpus!r} {problem}. A corpus is {', '.join(map(repr, TEXT_DATASETS))} (a downloaded dataset) "
         "or a UTF-8 file inside the project that the run's preprocess stage declares as a dependency. Put the file "
         "in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
         "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt}`; "
@@ -146,7 +147,7 @@ def corpus_refusal(key: str, corpus: str, problem: str) -> str:
 
 def corpus_path_problem(corpus: str) -> str | None:
     """Why `corpus` cannot name a file inside the project, judged from its text alone; None if it can."""
-    if corpus in KNOWN_CORPORA:
+    if corpus in TEXT_DATASETS:
         return None
     if os.path.isabs(corpus) or corpus.startswith("~"):
         return "is an absolute path, outside the project"
@@ -179,7 +180,7 @@ def corpus_file(run, root: Path | None = None) -> Path:
     """The file preprocess reads: the download, or a project file checked before anything reads it."""
     corpus = run.params.preprocess.corpus
     if run.raw is not None:
-        return run.raw / KNOWN_CORPORA[corpus]
+        return importlib.import_module(f"stages.datasets.{corpus}").text_file(run.raw)
     root = Path.cwd() if root is None else root
     stage = f"preprocess@{run.paths.key}"
 

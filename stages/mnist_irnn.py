@@ -34,6 +34,7 @@ Differences from the original:
 
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 import numpy as np
@@ -49,7 +50,7 @@ N_PARAMS = 11_210  # SimpleRNN(100) on 1 input: 100 + 100*100 + 100; Dense(10): 
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a dataset of stages/datasets.py with 28x28 grey images of 10 classes")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a module of stages/datasets/ with 28x28 grey images of 10 classes")
 
 
 class Train(Section):
@@ -140,9 +141,7 @@ def _scale(x, *rest):
 
 
 def preprocess(run) -> None:
-    from stages.datasets import load_images
-
-    (x_train, y_train), (x_test, y_test) = load_images(run.params.preprocess.dataset, run.raw)
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(run.raw)
     arrays = {
         "x_train": pixel_sequences(x_train),
         "y_train": y_train.astype(np.uint8),

@@ -34,6 +34,7 @@ Differences from the original:
 
 from __future__ import annotations
 
+import importlib
 from typing import Literal
 
 import numpy as np
@@ -48,7 +49,7 @@ N_PARAMS = 133_504  # trainable parameters of the base network (784*128+128 + 2*
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a dataset of stages/datasets.py with 28x28 grey images of 10 classes")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a module of stages/datasets/ with 28x28 grey images of 10 classes")
 
 
 class Train(Section):
@@ -227,9 +228,7 @@ def _gather_fn(images: np.ndarray):
 
 
 def preprocess(run) -> None:
-    from stages.datasets import load_images
-
-    (x_train, y_train), (x_test, y_test) = load_images(run.params.preprocess.dataset, run.raw)
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(run.raw)
     arrays, meta = {}, {"dataset": run.params.preprocess.dataset}
     for index, (name, x, y) in enumerate((("train", x_train, y_train), ("test", x_test, y_test))):
         rng = np.random.default_rng([run.seed, index])

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib
 import itertools
 import time
 from collections.abc import Callable
@@ -60,7 +61,7 @@ BUILD_KEYS = ("dense_layer_sizes", "filters", "kernel_size", "pool_size")
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a dataset of stages/datasets.py with 28x28 grey images of 10 classes")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a module of stages/datasets/ with 28x28 grey images of 10 classes")
     train_samples: int = Field(ge=0, description="first n training images; 0 = all 60000")
     test_samples: int = Field(ge=0, description="first n test images; 0 = all 10000")
 
@@ -342,10 +343,8 @@ def test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, flo
 
 
 def preprocess(run) -> None:
-    from stages.datasets import load_images
-
     p = run.params.preprocess
-    (x_train, y_train), (x_test, y_test) = load_images(p.dataset, run.raw)
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{p.dataset}").load(run.raw)
     x_train, y_train = take_first(x_train, y_train, p.train_samples, "train_samples")
     x_test, y_test = take_first(x_test, y_test, p.test_samples, "test_samples")
     with atomic_dir(run.paths.processed) as out:

@@ -244,8 +244,8 @@ def test_undeclared_project_file_is_refused_before_reading(project):
     result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation"], project, check=False)
     assert result.returncode == 2, result.stderr
     assert re.search(re.escape("'lstm_text_generation.preprocess.corpus' = 'notes.txt' is not a dependency of "
-                               "preprocess@lstm_text_generation-nietzsche in dvc.yaml (it has stages/core, stages/datasets.py, "
-                               "stages/lstm_text_generation.py, data/raw/nietzsche, params.yaml)") + ".*" + RECIPE, result.stderr)
+                               "preprocess@lstm_text_generation-nietzsche in dvc.yaml (it has stages/core, stages/lstm_text_generation.py, "
+                               "stages/datasets/nietzsche.py, data/raw/nietzsche, params.yaml)") + ".*" + RECIPE, result.stderr)
     assert "Traceback" not in result.stderr and not (project / "data/processed").exists()
 
     # A variant naming the file, without its run in dvc.yaml: nothing declares the file either.
