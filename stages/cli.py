@@ -43,7 +43,7 @@ def _first_variant(example: str) -> str:
         return "?"
 
 
-def build_parser(examples: list[str]) -> argparse.ArgumentParser:
+def build_parser(examples: list[str], with_example_commands: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stages",
         description="Classic Keras examples as DVC pipelines: download -> preprocess -> train -> evaluate -> plot.",
@@ -62,7 +62,7 @@ def build_parser(examples: list[str]) -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     sub.add_parser("summary", help="the summary `repro` prints, for the current state")
     sub.add_parser("check", help="validate params.yaml for every example and variant (repro does this first)")
-    for name in examples:
+    for name in examples if with_example_commands else ():
         module = importlib.import_module(f"stages.{name}") if _declares_commands(name) else None
         if module is not None:
             module.add_commands(sub)
@@ -78,7 +78,11 @@ def _declares_commands(name: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     examples = discover_examples()
-    args = build_parser(examples).parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # A pipeline step needs no example's own commands: building them would import
+    # (and make the step run) example modules the step has nothing to do with.
+    builtin = bool(argv) and argv[0] in ("download", *STEPS, "repro", "summary", "check")
+    args = build_parser(examples, with_example_commands=not builtin).parse_args(argv)
     if args.step in ("repro", "check"):
         from stages.core.run import check_all_params
 

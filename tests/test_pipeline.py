@@ -62,7 +62,7 @@ def test_each_stage_depends_on_exactly_the_code_it_runs(built_project):
     assert {"download@nietzsche", "download@mnist"} <= checked
 
 
-@pytest.mark.parametrize("path", ["stages/__init__.py", "stages/datasets/__init__.py"])
+@pytest.mark.parametrize("path", ["stages/__init__.py", "stages/core/__init__.py", "stages/datasets/__init__.py"])
 def test_package_files_every_stage_imports_hold_only_a_docstring(path):
     """They are imported by every stage but listed by none, so they must hold no code."""
     body = ast.parse((ROOT / path).read_text()).body
