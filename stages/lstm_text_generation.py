@@ -19,7 +19,7 @@ Differences from the original:
   on; preprocess refuses anything else before reading it. The recipe:
     1. put the file in the project, e.g. texts/mine.txt;
     2. in dvc.yaml, under preprocess's `foreach`, add the run
-       `lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt}`;
+       `lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/lstm_text_generation.py}`;
     3. in params.yaml, under `lstm_text_generation.variants`, add
        `mine: {preprocess: {corpus: texts/mine.txt}}`;
     4. `dvc repro preprocess@lstm_text_generation-mine` (or plot@... for the whole run).
@@ -139,7 +139,7 @@ def corpus_refusal(key: str, corpus: str, problem: str) -> str:
         f"'{key}' = {corpus!r} {problem}. A corpus is {', '.join(map(repr, TEXT_DATASETS))} (a downloaded dataset) "
         "or a UTF-8 file inside the project that the run's preprocess stage declares as a dependency. Put the file "
         "in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
-        "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt}`; "
+        "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/lstm_text_generation.py}`; "
         "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`; "
         "then run `dvc repro preprocess@lstm_text_generation-mine`."
     )

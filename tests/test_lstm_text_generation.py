@@ -173,7 +173,7 @@ def add_corpus_run(project, name: str, source: str, **preprocess) -> None:
     """The module docstring's recipe: a run under preprocess's foreach in dvc.yaml and a variant in params.yaml."""
     dvc_yaml = project / "dvc.yaml"
     anchor = "      lstm_text_generation-nietzsche: {"
-    entry = f"      lstm_text_generation-{name}: {{example: lstm_text_generation, variant: {name}, source: {source}}}\n"
+    entry = f"      lstm_text_generation-{name}: {{example: lstm_text_generation, variant: {name}, source: {source}, loader: stages/lstm_text_generation.py}}\n"
     text = dvc_yaml.read_text()
     assert anchor in text
     dvc_yaml.write_text(text.replace(anchor, entry + anchor, 1))
@@ -206,7 +206,7 @@ def test_declared_chinese_corpus_preprocesses_and_is_locked(project):
 
 
 RECIPE = re.escape("Put the file in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
-                   "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt}`; "
+                   "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/lstm_text_generation.py}`; "
                    "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`")
 
 
