@@ -365,8 +365,8 @@ def _set_parent_death_signal(signum: int) -> None:
 
 def stop_now(stage: str, why: str) -> None:
     """Say why in one line and end the process at once, without writing anything more."""
-    print(f"{stage}: stopping because {why}; nothing was written to models/ (a re-run resumes from the last "
-          "finished epoch if nothing it depends on changed).", file=sys.stderr, flush=True)
+    print(f"{stage}: stopping because {why}; models/ was not written. Re-run it to train again (it resumes "
+          "from the last checkpoint if one is left and nothing it depends on changed).", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(STOPPED_EXIT_CODE)
 
@@ -412,7 +412,7 @@ def _lock_owner(fd: int) -> str:
         if text:
             return text
         time.sleep(0.05)
-    return "(PID unknown)"
+    return "(unknown PID)"
 
 
 @contextlib.contextmanager

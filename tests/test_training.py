@@ -283,6 +283,37 @@ def test_unusable_checkpoints_are_discarded_with_one_line(tmp_path, capsys):
     assert "it records no fingerprint of what made it" in capsys.readouterr().out
 
 
+def test_lstm_samples_go_with_a_discarded_checkpoint(project, monkeypatch, capsys):
+    """lstm_text_generation keeps samples.json beside its checkpoint: a discarded checkpoint takes them along."""
+    from stages import lstm_text_generation as ltg
+    from stages.core.files import write_json
+    from stages.training import ResumableCheckpoint, run_fingerprint
+
+    monkeypatch.chdir(project)
+    (project / "corpus.txt").write_text("What does not kill us makes us stronger. " * 60, encoding="utf-8")
+    set_param(project, "lstm_text_generation.preprocess.corpus", "corpus.txt")
+    set_param(project, "lstm_text_generation.train.epochs", 1)
+    args = ["lstm_text_generation", "--variant", "nietzsche"]
+    assert in_process(capsys, "preprocess", *args)[0] == 0
+    _, run_ = cli.make_run("lstm_text_generation", "nietzsche")
+    meta = ltg.load_processed(run_.paths.processed)[2]
+    p = run_.params.train
+    # What a run killed after epoch 1 under another learning rate leaves behind:
+    stale = run_fingerprint(run_)
+    stale["train"]["learning_rate"] = p.learning_rate / 2
+    model = ltg.build_model(meta["maxlen"], meta["vocab_size"], p.units, p.learning_rate / 2)
+    ResumableCheckpoint(run_.paths.checkpoints, stale).save(model, 1, [{"loss": 3.0, "val_loss": 3.0}])
+    entry = {"epoch": 1, "seed_offset": 0, "seed_text": "STALE SEED", "samples": [{"temperature": 0.2, "text": "STALE"}]}
+    write_json(run_.paths.checkpoints / "samples.json", {"entries": [entry]})
+
+    code, out, err = in_process(capsys, "train", *args)
+    assert code == 0, err
+    key = run_.paths.key
+    assert f"Discarding checkpoint .checkpoints/{key}: train params changed (learning_rate); training from epoch 0." in out.splitlines()
+    samples = (project / run_.paths.training / "samples.md").read_text(encoding="utf-8")
+    assert "STALE" not in samples and "## epoch 1" in samples
+
+
 # --- one trainer per run, none outliving the dvc that started it ---------------
 
 
