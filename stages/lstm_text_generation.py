@@ -437,14 +437,19 @@ def _samples_callback(run, text_idx, chars, maxlen, store: Path):
     import keras
 
     p = run.params.train
-    entries: list[dict] = read_json(store)["entries"] if store.is_file() else []
+
+    def stored() -> list[dict]:
+        return read_json(store)["entries"] if store.is_file() else []
 
     class Samples(keras.callbacks.Callback):
         """After each epoch: seeded samples, kept with the checkpoint and written to samples.md."""
 
         def __init__(self):
             super().__init__()
-            self.entries_ = entries
+            self.entries_ = stored()
+
+        def on_train_begin(self, logs=None):
+            self.entries_[:] = stored()  # fit has now kept or discarded the checkpoint, samples.json with it
 
         def on_epoch_end(self, epoch, logs=None):
             if not p.sample_length:
@@ -468,39 +473,38 @@ def write_samples(run, entries: list[dict]) -> None:
 def train(run) -> None:
     from stages import training
 
-    p = run.params.train
-    text_idx, chars, meta = load_processed(run.paths.processed)
-    maxlen, vocab = meta["maxlen"], len(chars)
-    train_starts = load_array(run.paths.processed, "train_starts")
-    val_starts = load_array(run.paths.processed, "val_starts")
-    training.seed_everything(run.seed)
-    model = build_model(maxlen, vocab, p.units, p.learning_rate)
-    to_one_hot = one_hot_fn(text_idx, maxlen, vocab)
-    validation = None
-    if len(val_starts):
-        validation, _ = training.batches([val_starts], p.batch_size, seed=run.seed, shuffle=False, map_fn=to_one_hot)
-    store = run.paths.checkpoints / "samples.json"
-    if not (run.paths.checkpoints / "state.json").is_file():
-        store.unlink(missing_ok=True)  # samples of a finished or abandoned run
-    samples = _samples_callback(run, text_idx, chars, maxlen, store)
-    history = training.fit(
-        model,
-        lambda first: training.batches([train_starts], p.batch_size, seed=run.seed, first_epoch=first,
-                                       epochs=p.epochs, map_fn=to_one_hot),
-        epochs=p.epochs,
-        live_dir=run.paths.training,
-        checkpoint_dir=run.paths.checkpoints,
-        validation_data=validation,
-        callbacks=[samples],
-        verbose=2,
-    )
-    write_samples(run, samples.entries_)  # whole even when nothing was left to train after a resume
-    training.save_trained(
-        model,
-        run,
-        {"maxlen": maxlen, "vocab_size": vocab, "units": p.units, "learning_rate": p.learning_rate, "parameters": model.count_params()},
-        extra_files={"history.json": {"epochs": history}},  # per-epoch loss/val_loss, for evaluate and plot
-    )
+    with training.train_guard(run):
+        p = run.params.train
+        text_idx, chars, meta = load_processed(run.paths.processed)
+        maxlen, vocab = meta["maxlen"], len(chars)
+        train_starts = load_array(run.paths.processed, "train_starts")
+        val_starts = load_array(run.paths.processed, "val_starts")
+        training.seed_everything(run.seed)
+        model = build_model(maxlen, vocab, p.units, p.learning_rate)
+        to_one_hot = one_hot_fn(text_idx, maxlen, vocab)
+        validation = None
+        if len(val_starts):
+            validation, _ = training.batches([val_starts], p.batch_size, seed=run.seed, shuffle=False, map_fn=to_one_hot)
+        # samples.json lives in the checkpoint folder: fit discards it with a checkpoint that does not match.
+        store = run.paths.checkpoints / "samples.json"
+        samples = _samples_callback(run, text_idx, chars, maxlen, store)
+        history = training.fit(
+            model,
+            lambda first: training.batches([train_starts], p.batch_size, seed=run.seed, first_epoch=first,
+                                           epochs=p.epochs, map_fn=to_one_hot),
+            run=run,
+            epochs=p.epochs,
+            validation_data=validation,
+            callbacks=[samples],
+            verbose=2,
+        )
+        write_samples(run, samples.entries_)  # whole even when nothing was left to train after a resume
+        training.save_trained(
+            model,
+            run,
+            {"maxlen": maxlen, "vocab_size": vocab, "units": p.units, "learning_rate": p.learning_rate, "parameters": model.count_params()},
+            extra_files={"history.json": {"epochs": history}},  # per-epoch loss/val_loss, for evaluate and plot
+        )
 
 
 def load_model(run):

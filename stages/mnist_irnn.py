@@ -157,29 +157,29 @@ def preprocess(run) -> None:
 def train(run) -> None:
     from stages import training
 
-    p = run.params.train
-    x, y = load_array(run.paths.processed, "x_train"), load_array(run.paths.processed, "y_train")
-    if p.train_samples > len(x):
-        raise ParamsError(f"'mnist_irnn.train.train_samples' = {p.train_samples} exceeds the {len(x)} training images.")
-    x, y = x[: p.train_samples], y[: p.train_samples]
-    validation = None
-    if p.validation_samples:
-        xv, yv = load_array(run.paths.processed, "x_test")[: p.validation_samples], load_array(run.paths.processed, "y_test")[: p.validation_samples]
-        validation, _ = training.batches([xv, yv], 500, seed=run.seed, shuffle=False, map_fn=_scale)
-    training.seed_everything(run.seed)
-    model = build_model(p.hidden_units, p.learning_rate, p.clipnorm)
-    training.fit(
-        model,
-        lambda first: training.batches([x, y], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=_scale),
-        epochs=p.epochs,
-        live_dir=run.paths.training,
-        checkpoint_dir=run.paths.checkpoints,
-        validation_data=validation,
-        verbose=2,
-    )
-    training.save_trained(
-        model, run, {"hidden_units": p.hidden_units, "learning_rate": p.learning_rate, "clipnorm": p.clipnorm, "parameters": model.count_params()}
-    )
+    with training.train_guard(run):
+        p = run.params.train
+        x, y = load_array(run.paths.processed, "x_train"), load_array(run.paths.processed, "y_train")
+        if p.train_samples > len(x):
+            raise ParamsError(f"'mnist_irnn.train.train_samples' = {p.train_samples} exceeds the {len(x)} training images.")
+        x, y = x[: p.train_samples], y[: p.train_samples]
+        validation = None
+        if p.validation_samples:
+            xv, yv = load_array(run.paths.processed, "x_test")[: p.validation_samples], load_array(run.paths.processed, "y_test")[: p.validation_samples]
+            validation, _ = training.batches([xv, yv], 500, seed=run.seed, shuffle=False, map_fn=_scale)
+        training.seed_everything(run.seed)
+        model = build_model(p.hidden_units, p.learning_rate, p.clipnorm)
+        training.fit(
+            model,
+            lambda first: training.batches([x, y], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=_scale),
+            run=run,
+            epochs=p.epochs,
+            validation_data=validation,
+            verbose=2,
+        )
+        training.save_trained(
+            model, run, {"hidden_units": p.hidden_units, "learning_rate": p.learning_rate, "clipnorm": p.clipnorm, "parameters": model.count_params()}
+        )
 
 
 def evaluate(run) -> None:

@@ -245,22 +245,22 @@ def preprocess(run) -> None:
 def train(run) -> None:
     from stages import training
 
-    p = run.params.train
-    folder = run.paths.processed
-    x, pairs, same = load_array(folder, "x_train"), load_array(folder, "pairs_train"), load_array(folder, "same_train")
-    training.seed_everything(run.seed)
-    model, base = build_model(p.learning_rate, p.dropout, p.margin)
-    assert base.count_params() == N_PARAMS, f"base network has {base.count_params()} parameters, expected {N_PARAMS}"
-    gather = _gather_fn(x)
-    training.fit(
-        model,
-        lambda first: training.batches([pairs, same], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=gather),
-        epochs=p.epochs,
-        live_dir=run.paths.training,
-        checkpoint_dir=run.paths.checkpoints,
-        verbose=2,
-    )
-    training.save_trained(model, run, {"learning_rate": p.learning_rate, "dropout": p.dropout, "margin": p.margin, "parameters": base.count_params()})
+    with training.train_guard(run):
+        p = run.params.train
+        folder = run.paths.processed
+        x, pairs, same = load_array(folder, "x_train"), load_array(folder, "pairs_train"), load_array(folder, "same_train")
+        training.seed_everything(run.seed)
+        model, base = build_model(p.learning_rate, p.dropout, p.margin)
+        assert base.count_params() == N_PARAMS, f"base network has {base.count_params()} parameters, expected {N_PARAMS}"
+        gather = _gather_fn(x)
+        training.fit(
+            model,
+            lambda first: training.batches([pairs, same], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=gather),
+            run=run,
+            epochs=p.epochs,
+            verbose=2,
+        )
+        training.save_trained(model, run, {"learning_rate": p.learning_rate, "dropout": p.dropout, "margin": p.margin, "parameters": base.count_params()})
 
 
 def _distances(model, images: np.ndarray, pairs: np.ndarray, batch_size: int) -> np.ndarray:

@@ -356,34 +356,35 @@ def preprocess(run) -> None:
 
 
 def train(run) -> None:
-    p = run.params.train
-    x, y = scale(load_array(run.paths.processed, "x_train")), load_array(run.paths.processed, "y_train").astype(np.int64)
-    counts = np.bincount(y, minlength=N_CLASSES)
-    if counts.min() < p.cv:
-        raise InputError(f"{run.paths.processed}: the rarest class has {counts.min()} training images, fewer than "
-                         f"'mnist_sklearn_wrapper.train.cv' = {p.cv} folds; raise preprocess.train_samples or lower cv.")
-    n = len(candidates(p.grid))
-    print(f"GridSearchCV: {n} candidates x {p.cv} folds on {len(x)} images, scoring {p.scoring}", flush=True)
-    started = time.perf_counter()
-    search = grid_search(x, y, p.grid, batch_size=p.batch_size, learning_rate=p.learning_rate, cv=p.cv,
-                         scoring=p.scoring, n_jobs=p.n_jobs, seed=run.seed, verbose=2)
-    seconds = time.perf_counter() - started
-    rows = summarize(search.cv_results_, p.cv)
-    best = flatten_candidate(search.best_params_)
-    model = search.best_estimator_.model_
-    from stages.training import save_model_weights
+    from stages import training
 
-    with atomic_dir(run.paths.model) as out:
-        save_model_weights(model, out)
-        write_json(out / "model.json", {**{k: best[k] for k in BUILD_KEYS}, "learning_rate": p.learning_rate,
-                                        "parameters": model.count_params()})
-        write_json(out / "best_params.json", {"params": best, "cv_score": float(search.best_score_), "scoring": p.scoring})
-        write_json(out / "cv_results.json", {"scoring": p.scoring, "cv": p.cv, "search_seconds": seconds,
-                                             "refit_seconds": float(search.refit_time_), "candidates": rows})
-    keys = ["candidate", "rank", "mean_score", "std_score", "mean_fit_time", "std_fit_time", *[f"split{k}_score" for k in range(p.cv)]]
-    with atomic_dir(run.paths.training) as out:
-        write_csv(out / "candidates.csv", columns(rows, keys))
-    print(f"best {best}: {p.scoring} {search.best_score_:.4f} (search {seconds:.0f} s, refit {search.refit_time_:.0f} s)")
+    with training.train_guard(run):  # one search per run at a time, none outliving its dvc
+        p = run.params.train
+        x, y = scale(load_array(run.paths.processed, "x_train")), load_array(run.paths.processed, "y_train").astype(np.int64)
+        counts = np.bincount(y, minlength=N_CLASSES)
+        if counts.min() < p.cv:
+            raise InputError(f"{run.paths.processed}: the rarest class has {counts.min()} training images, fewer than "
+                             f"'mnist_sklearn_wrapper.train.cv' = {p.cv} folds; raise preprocess.train_samples or lower cv.")
+        n = len(candidates(p.grid))
+        print(f"GridSearchCV: {n} candidates x {p.cv} folds on {len(x)} images, scoring {p.scoring}", flush=True)
+        started = time.perf_counter()
+        search = grid_search(x, y, p.grid, batch_size=p.batch_size, learning_rate=p.learning_rate, cv=p.cv,
+                             scoring=p.scoring, n_jobs=p.n_jobs, seed=run.seed, verbose=2)
+        seconds = time.perf_counter() - started
+        rows = summarize(search.cv_results_, p.cv)
+        best = flatten_candidate(search.best_params_)
+        model = search.best_estimator_.model_
+        with atomic_dir(run.paths.model) as out:
+            training.save_model_weights(model, out)
+            write_json(out / "model.json", {**{k: best[k] for k in BUILD_KEYS}, "learning_rate": p.learning_rate,
+                                            "parameters": model.count_params()})
+            write_json(out / "best_params.json", {"params": best, "cv_score": float(search.best_score_), "scoring": p.scoring})
+            write_json(out / "cv_results.json", {"scoring": p.scoring, "cv": p.cv, "search_seconds": seconds,
+                                                 "refit_seconds": float(search.refit_time_), "candidates": rows})
+        keys = ["candidate", "rank", "mean_score", "std_score", "mean_fit_time", "std_fit_time", *[f"split{k}_score" for k in range(p.cv)]]
+        with atomic_dir(run.paths.training) as out:
+            write_csv(out / "candidates.csv", columns(rows, keys))
+        print(f"best {best}: {p.scoring} {search.best_score_:.4f} (search {seconds:.0f} s, refit {search.refit_time_:.0f} s)")
 
 
 def evaluate(run) -> None:

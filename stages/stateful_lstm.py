@@ -139,22 +139,22 @@ def preprocess(run) -> None:
 def train(run) -> None:
     from stages import training
 
-    p = run.params.train
-    x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
-    training.seed_everything(run.seed)
-    model = build_model(p.batch_size, p.learning_rate)
-    n_params = model.count_params()
-    assert n_params == N_PARAMS, f"model has {n_params} parameters, expected {N_PARAMS}"
-    training.fit(
-        model,
-        lambda first: training.batches([x, y], p.batch_size, seed=run.seed, shuffle=False, first_epoch=first, epochs=p.epochs),
-        epochs=p.epochs,
-        live_dir=run.paths.training,
-        checkpoint_dir=run.paths.checkpoints,
-        reset_states_each_epoch=True,
-        verbose=2,
-    )
-    training.save_trained(model, run, {"batch_size": p.batch_size, "learning_rate": p.learning_rate, "parameters": n_params})
+    with training.train_guard(run):
+        p = run.params.train
+        x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
+        training.seed_everything(run.seed)
+        model = build_model(p.batch_size, p.learning_rate)
+        n_params = model.count_params()
+        assert n_params == N_PARAMS, f"model has {n_params} parameters, expected {N_PARAMS}"
+        training.fit(
+            model,
+            lambda first: training.batches([x, y], p.batch_size, seed=run.seed, shuffle=False, first_epoch=first, epochs=p.epochs),
+            run=run,
+            epochs=p.epochs,
+            reset_states_each_epoch=True,
+            verbose=2,
+        )
+        training.save_trained(model, run, {"batch_size": p.batch_size, "learning_rate": p.learning_rate, "parameters": n_params})
 
 
 def evaluate(run) -> None:
