@@ -24,6 +24,8 @@ repro: $(STAMP)
 	$(BIN)/python -m stages repro
 
 test: $(STAMP)
+	$(BIN)/ruff check stages tests benchmarks
+	$(BIN)/ruff format --check stages tests benchmarks
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

@@ -102,14 +102,17 @@ def main() -> None:
         return training.batches([starts], args.batch_size, seed=0, map_fn=to_one_hot)[0]
 
     def from_arrays():
-        return training.batches([x_old, y_old], args.batch_size, seed=0,
-                                map_fn=lambda a, b: (tf.cast(a, tf.float32), tf.cast(b, tf.float32)))[0]
+        return training.batches(
+            [x_old, y_old], args.batch_size, seed=0, map_fn=lambda a, b: (tf.cast(a, tf.float32), tf.cast(b, tf.float32))
+        )[0]
 
     sps_new = throughput(in_graph, vocab, args.steps, args.batch_size)
     sps_old = throughput(from_arrays, vocab, args.steps, args.batch_size)
 
-    print(f"\ncorpus {args.corpus}: {len(text):,} chars, V={vocab}, {len(new['starts']):,} windows, "
-          f"batch {args.batch_size}, {args.steps} timed steps, {os.cpu_count()} CPUs\n")
+    print(
+        f"\ncorpus {args.corpus}: {len(text):,} chars, V={vocab}, {len(new['starts']):,} windows, "
+        f"batch {args.batch_size}, {args.steps} timed steps, {os.cpu_count()} CPUs\n"
+    )
     print(f"| {'measure':<32} | {'original (bool one-hot)':>24} | {'this project (indices)':>24} | {'ratio':>8} |")
     print(f"|{'-' * 34}|{'-' * 26}|{'-' * 26}|{'-' * 10}|")
     rows = [

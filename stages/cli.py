@@ -47,13 +47,14 @@ def build_parser(examples: list[str], with_example_commands: bool = True) -> arg
     parser = argparse.ArgumentParser(
         prog="python -m stages",
         description="Classic Keras examples as DVC pipelines: download -> preprocess -> train -> evaluate -> plot.",
-        epilog=f"examples: {', '.join(examples)}\n"
-        "Each step reads its settings from params.yaml; dvc.yaml calls these commands.",
+        epilog=f"examples: {', '.join(examples)}\nEach step reads its settings from params.yaml; dvc.yaml calls these commands.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="step", required=True, metavar="<step>")
     p = sub.add_parser("download", help="fetch and verify a dataset into data/raw/<dataset>")
-    p.add_argument("dataset", metavar="<dataset>", help="a module of stages/datasets/: nietzsche, mnist, fashion_mnist, imdb, reuters")
+    p.add_argument(
+        "dataset", metavar="<dataset>", help="a module of stages/datasets/: nietzsche, mnist, fashion_mnist, imdb, reuters"
+    )
     for step in STEPS:
         p = sub.add_parser(step, help=f"run the {step} step of an example")
         p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
@@ -144,5 +145,3 @@ def _report_resources(stage: str, started: float) -> None:
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print(f"{stage}: done in {time.perf_counter() - started:.1f} s, peak memory {peak_mb:.0f} MB", file=sys.stderr, flush=True)
-
-

@@ -103,7 +103,7 @@ class Params(ExampleParams):
     plot: Plot
 
     @model_validator(mode="after")
-    def _check_across_keys(self, info: ValidationInfo) -> "Params":
+    def _check_across_keys(self, info: ValidationInfo) -> Params:
         """A corpus path that cannot be a project file, or a max_chars too short to split, stops every step."""
         key = self.key_namer(info)
         p = self.preprocess
@@ -312,8 +312,9 @@ def sample_index(preds: np.ndarray, temperature: float, rng: np.random.Generator
     return int(np.argmax(rng.multinomial(1, probs)))
 
 
-def generate(predict, seed_idx: np.ndarray, length: int, temperatures: list[float], vocab_size: int,
-             rng: np.random.Generator) -> list[np.ndarray]:
+def generate(
+    predict, seed_idx: np.ndarray, length: int, temperatures: list[float], vocab_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Generate `length` indices per temperature from one seed window, sliding the window.
 
     All temperatures run together as one batch, so a step costs one model call.
@@ -341,8 +342,9 @@ def sample_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
-def epoch_samples(predict, text_idx: np.ndarray, chars: list[str], maxlen: int, length: int,
-                  temperatures: list[float], seed: int, epoch: int) -> dict:
+def epoch_samples(
+    predict, text_idx: np.ndarray, chars: list[str], maxlen: int, length: int, temperatures: list[float], seed: int, epoch: int
+) -> dict:
     """One epoch's samples: a seeded random seed window, then `length` chars per temperature."""
     rng = sample_rng(seed, epoch)
     start = int(rng.integers(0, len(text_idx) - maxlen))
@@ -352,7 +354,7 @@ def epoch_samples(predict, text_idx: np.ndarray, chars: list[str], maxlen: int, 
         "epoch": epoch,
         "seed_offset": start,
         "seed_text": decode(seed_idx, chars),
-        "samples": [{"temperature": t, "text": decode(g, chars)} for t, g in zip(temperatures, generated)],
+        "samples": [{"temperature": t, "text": decode(g, chars)} for t, g in zip(temperatures, generated, strict=True)],
     }
 
 
@@ -419,14 +421,27 @@ def preprocess(run) -> None:
     with atomic_dir(run.paths.processed) as out:
         save_arrays(out, {"text": text_idx, "train_starts": train_starts, "val_starts": val_starts})
         write_json(out / "chars.json", {"chars": chars})
-        write_json(out / "meta.json", {
-            "corpus": str(path), "characters": len(text), "vocab_size": len(chars), "maxlen": p.maxlen,
-            "step": p.step, "split": split, "train_windows": len(train_starts), "val_windows": len(val_starts),
-            "all_windows": len(window_starts(0, len(text), p.maxlen, p.step)), "lowercase": p.lowercase,
-            "text": f"({len(text)},) {text_idx.dtype} char indices", "starts": "(N,) int32 window starts",
-        })
-    print(f"{path}: {len(text):,} characters, {len(chars)} symbols, "
-          f"{len(train_starts):,} training and {len(val_starts):,} validation windows")
+        write_json(
+            out / "meta.json",
+            {
+                "corpus": str(path),
+                "characters": len(text),
+                "vocab_size": len(chars),
+                "maxlen": p.maxlen,
+                "step": p.step,
+                "split": split,
+                "train_windows": len(train_starts),
+                "val_windows": len(val_starts),
+                "all_windows": len(window_starts(0, len(text), p.maxlen, p.step)),
+                "lowercase": p.lowercase,
+                "text": f"({len(text)},) {text_idx.dtype} char indices",
+                "starts": "(N,) int32 window starts",
+            },
+        )
+    print(
+        f"{path}: {len(text):,} characters, {len(chars)} symbols, "
+        f"{len(train_starts):,} training and {len(val_starts):,} validation windows"
+    )
 
 
 def load_processed(folder: Path) -> tuple[np.ndarray, list[str], dict]:
@@ -454,14 +469,17 @@ def _samples_callback(run, text_idx, chars, maxlen, store: Path):
         def on_epoch_end(self, epoch, logs=None):
             if not p.sample_length:
                 return
-            entry = epoch_samples(predictor(self.model), text_idx, chars, maxlen, p.sample_length,
-                                  p.temperatures, run.seed, epoch + 1)
+            entry = epoch_samples(
+                predictor(self.model), text_idx, chars, maxlen, p.sample_length, p.temperatures, run.seed, epoch + 1
+            )
             kept = [e for e in self.entries_ if e["epoch"] < epoch + 1] + [entry]
             self.entries_[:] = kept
             write_json(store, {"entries": kept})
             write_samples(run, kept)
-            print(f"\nepoch {epoch + 1}, seed {entry['seed_text']!r}, T={p.temperatures[0]}: "
-                  f"{entry['samples'][0]['text'][:120]!r}", flush=True)
+            print(
+                f"\nepoch {epoch + 1}, seed {entry['seed_text']!r}, T={p.temperatures[0]}: {entry['samples'][0]['text'][:120]!r}",
+                flush=True,
+            )
 
     return Samples()
 
@@ -490,8 +508,9 @@ def train(run) -> None:
         samples = _samples_callback(run, text_idx, chars, maxlen, store)
         history = training.fit(
             model,
-            lambda first: training.batches([train_starts], p.batch_size, seed=run.seed, first_epoch=first,
-                                           epochs=p.epochs, map_fn=to_one_hot),
+            lambda first: training.batches(
+                [train_starts], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=to_one_hot
+            ),
             run=run,
             epochs=p.epochs,
             validation_data=validation,
@@ -502,7 +521,13 @@ def train(run) -> None:
         training.save_trained(
             model,
             run,
-            {"maxlen": maxlen, "vocab_size": vocab, "units": p.units, "learning_rate": p.learning_rate, "parameters": model.count_params()},
+            {
+                "maxlen": maxlen,
+                "vocab_size": vocab,
+                "units": p.units,
+                "learning_rate": p.learning_rate,
+                "parameters": model.count_params(),
+            },
             extra_files={"history.json": {"epochs": history}},  # per-epoch loss/val_loss, for evaluate and plot
         )
 
@@ -531,8 +556,9 @@ def evaluate(run) -> None:
     model = load_model(run)
     metrics: dict = {"characters": meta["characters"], "vocab_size": len(chars), "val_windows": int(len(val_starts))}
     if len(val_starts):
-        data, _ = training.batches([val_starts], p.batch_size, seed=run.seed, shuffle=False,
-                                   map_fn=one_hot_fn(text_idx, meta["maxlen"], len(chars)))
+        data, _ = training.batches(
+            [val_starts], p.batch_size, seed=run.seed, shuffle=False, map_fn=one_hot_fn(text_idx, meta["maxlen"], len(chars))
+        )
         loss = float(model.evaluate(data, verbose=0))
         metrics.update(val_loss=loss, val_bits_per_char=bits_per_char(loss))
     entry = epoch_samples(predictor(model), text_idx, chars, meta["maxlen"], p.sample_length, p.temperatures, run.seed, 0)
@@ -544,8 +570,10 @@ def evaluate(run) -> None:
         write_json(out / "samples.json", entry)
         write_text(out / SAMPLES_FILE, samples_markdown(f"Samples from the final model ({run.paths.key})", [entry]))
     write_metrics(run.paths.metrics, metrics)
-    print(f"validation loss {metrics.get('val_loss', float('nan')):.4f} nats/char, "
-          f"{metrics.get('val_bits_per_char', float('nan')):.4f} bits/char")
+    print(
+        f"validation loss {metrics.get('val_loss', float('nan')):.4f} nats/char, "
+        f"{metrics.get('val_bits_per_char', float('nan')):.4f} bits/char"
+    )
 
 
 def plot(run) -> None:
@@ -578,8 +606,10 @@ def seed_window(seed_text: str, chars: list[str], maxlen: int, lowercase: bool) 
         seed_text = seed_text.lower()
     missing = sorted({c for c in seed_text if c not in set(chars)})
     if missing:
-        raise InputError(f"--seed-text has characters the corpus never used: {''.join(missing)!r}; "
-                         "use only characters of the corpus (see chars.json in data/processed/<run>).")
+        raise InputError(
+            f"--seed-text has characters the corpus never used: {''.join(missing)!r}; "
+            "use only characters of the corpus (see chars.json in data/processed/<run>)."
+        )
     pad = " " if " " in chars else chars[0]
     return encode(seed_text[-maxlen:].rjust(maxlen, pad), chars)
 

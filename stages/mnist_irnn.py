@@ -50,7 +50,9 @@ N_PARAMS = 11_210  # SimpleRNN(100) on 1 input: 100 + 100*100 + 100; Dense(10): 
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a module of stages/datasets/ with 28x28 grey images of 10 classes")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(
+        description="a module of stages/datasets/ with 28x28 grey images of 10 classes"
+    )
 
 
 class Train(Section):
@@ -141,7 +143,9 @@ def _scale(x, *rest):
 
 
 def preprocess(run) -> None:
-    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(run.raw)
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(
+        run.raw
+    )
     arrays = {
         "x_train": pixel_sequences(x_train),
         "y_train": y_train.astype(np.uint8),
@@ -150,7 +154,10 @@ def preprocess(run) -> None:
     }
     with atomic_dir(run.paths.processed) as out:
         save_arrays(out, arrays)
-        write_json(out / "meta.json", {"dataset": run.params.preprocess.dataset, "x": "(N, 784, 1) uint8 pixels", "y": "(N,) uint8 labels"})
+        write_json(
+            out / "meta.json",
+            {"dataset": run.params.preprocess.dataset, "x": "(N, 784, 1) uint8 pixels", "y": "(N,) uint8 labels"},
+        )
     print(f"train {arrays['x_train'].shape}, test {arrays['x_test'].shape}")
 
 
@@ -165,20 +172,32 @@ def train(run) -> None:
         x, y = x[: p.train_samples], y[: p.train_samples]
         validation = None
         if p.validation_samples:
-            xv, yv = load_array(run.paths.processed, "x_test")[: p.validation_samples], load_array(run.paths.processed, "y_test")[: p.validation_samples]
+            xv, yv = (
+                load_array(run.paths.processed, "x_test")[: p.validation_samples],
+                load_array(run.paths.processed, "y_test")[: p.validation_samples],
+            )
             validation, _ = training.batches([xv, yv], 500, seed=run.seed, shuffle=False, map_fn=_scale)
         training.seed_everything(run.seed)
         model = build_model(p.hidden_units, p.learning_rate, p.clipnorm)
         training.fit(
             model,
-            lambda first: training.batches([x, y], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=_scale),
+            lambda first: training.batches(
+                [x, y], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=_scale
+            ),
             run=run,
             epochs=p.epochs,
             validation_data=validation,
             verbose=2,
         )
         training.save_trained(
-            model, run, {"hidden_units": p.hidden_units, "learning_rate": p.learning_rate, "clipnorm": p.clipnorm, "parameters": model.count_params()}
+            model,
+            run,
+            {
+                "hidden_units": p.hidden_units,
+                "learning_rate": p.learning_rate,
+                "clipnorm": p.clipnorm,
+                "parameters": model.count_params(),
+            },
         )
 
 
@@ -216,7 +235,9 @@ def plot(run) -> None:
             ax = fig.subplots()
             image = ax.imshow(matrix, cmap="Blues")
             for (i, j), count in np.ndenumerate(matrix):
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black")
+                ax.text(
+                    j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black"
+                )
             ax.set_xticks(range(N_CLASSES))
             ax.set_yticks(range(N_CLASSES))
             ax.set_xlabel("predicted")

@@ -49,7 +49,9 @@ N_PARAMS = 133_504  # trainable parameters of the base network (784*128+128 + 2*
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a module of stages/datasets/ with 28x28 grey images of 10 classes")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(
+        description="a module of stages/datasets/ with 28x28 grey images of 10 classes"
+    )
 
 
 class Train(Section):
@@ -228,7 +230,9 @@ def _gather_fn(images: np.ndarray):
 
 
 def preprocess(run) -> None:
-    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(run.raw)
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(
+        run.raw
+    )
     arrays, meta = {}, {"dataset": run.params.preprocess.dataset}
     for index, (name, x, y) in enumerate((("train", x_train, y_train), ("test", x_test, y_test))):
         rng = np.random.default_rng([run.seed, index])
@@ -255,18 +259,26 @@ def train(run) -> None:
         gather = _gather_fn(x)
         training.fit(
             model,
-            lambda first: training.batches([pairs, same], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=gather),
+            lambda first: training.batches(
+                [pairs, same], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=gather
+            ),
             run=run,
             epochs=p.epochs,
             verbose=2,
         )
-        training.save_trained(model, run, {"learning_rate": p.learning_rate, "dropout": p.dropout, "margin": p.margin, "parameters": base.count_params()})
+        training.save_trained(
+            model,
+            run,
+            {"learning_rate": p.learning_rate, "dropout": p.dropout, "margin": p.margin, "parameters": base.count_params()},
+        )
 
 
 def _distances(model, images: np.ndarray, pairs: np.ndarray, batch_size: int) -> np.ndarray:
     from stages import training
 
-    data, steps = training.batches([pairs, np.zeros(len(pairs), np.uint8)], batch_size, seed=0, shuffle=False, map_fn=_gather_fn(images))
+    data, steps = training.batches(
+        [pairs, np.zeros(len(pairs), np.uint8)], batch_size, seed=0, shuffle=False, map_fn=_gather_fn(images)
+    )
     return model.predict(data.map(lambda xy, _: (xy,)), steps=steps, verbose=0).reshape(-1).astype(np.float32)
 
 
@@ -282,7 +294,11 @@ def evaluate(run) -> None:
     load_model_weights(model, run.paths.model / "model.weights.h5")
     out_arrays, metrics = {}, {}
     for split in ("train", "test"):
-        x, pairs, same = load_array(folder, f"x_{split}"), load_array(folder, f"pairs_{split}"), load_array(folder, f"same_{split}")
+        x, pairs, same = (
+            load_array(folder, f"x_{split}"),
+            load_array(folder, f"pairs_{split}"),
+            load_array(folder, f"same_{split}"),
+        )
         d = _distances(model, x, pairs, p.batch_size)
         out_arrays[f"distances_{split}"] = d
         metrics[split] = {

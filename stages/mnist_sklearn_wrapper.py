@@ -61,7 +61,9 @@ BUILD_KEYS = ("dense_layer_sizes", "filters", "kernel_size", "pool_size")
 
 
 class Preprocess(Section):
-    dataset: Literal["mnist", "fashion_mnist"] = Field(description="a module of stages/datasets/ with 28x28 grey images of 10 classes")
+    dataset: Literal["mnist", "fashion_mnist"] = Field(
+        description="a module of stages/datasets/ with 28x28 grey images of 10 classes"
+    )
     train_samples: int = Field(ge=0, description="first n training images; 0 = all 60000")
     test_samples: int = Field(ge=0, description="first n test images; 0 = all 10000")
 
@@ -100,7 +102,7 @@ class Params(ExampleParams):
     plot: Plot
 
     @model_validator(mode="after")
-    def _check_grid(self, info: ValidationInfo) -> "Params":
+    def _check_grid(self, info: ValidationInfo) -> Params:
         """The grid must build a model for every candidate: checked at every step, before any work."""
         key = self.key_namer(info)
         check_grid(self.train.grid, key=lambda name: key("train", "grid", name))
@@ -118,7 +120,9 @@ def dataset(params) -> str:
 def take_first(x: np.ndarray, y: np.ndarray, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """The first n rows of (x, y); n = 0 keeps all. More rows than exist is a ParamsError."""
     if n > len(x):
-        raise ParamsError(f"'mnist_sklearn_wrapper.preprocess.{what}' = {n} is more than the {len(x)} images there are; use at most {len(x)} (0 = all).")
+        raise ParamsError(
+            f"'mnist_sklearn_wrapper.preprocess.{what}' = {n} is more than the {len(x)} images there are; use at most {len(x)} (0 = all)."
+        )
     return (x, y) if n == 0 else (x[:n], y[:n])
 
 
@@ -155,7 +159,9 @@ def check_grid(grid: Grid, side: int = IMAGE_SHAPE[0], key: Callable[[str], str]
             raise ParamsError(f"'{key(name)}' = {values} repeats a value; each candidate would be fitted twice.")
     for sizes in grid.dense_layer_sizes:
         if not sizes or any(s < 1 for s in sizes):
-            raise ParamsError(f"'{key('dense_layer_sizes')}' holds {sizes}; each entry must be a non-empty list of positive widths, e.g. [64, 64].")
+            raise ParamsError(
+                f"'{key('dense_layer_sizes')}' holds {sizes}; each entry must be a non-empty list of positive widths, e.g. [64, 64]."
+            )
     if len({tuple(s) for s in grid.dense_layer_sizes}) != len(grid.dense_layer_sizes):
         raise ParamsError(f"'{key('dense_layer_sizes')}' = {grid.dense_layer_sizes} repeats an entry.")
     for k, p in itertools.product(grid.kernel_size, grid.pool_size):
@@ -169,7 +175,7 @@ def check_grid(grid: Grid, side: int = IMAGE_SHAPE[0], key: Callable[[str], str]
 def candidates(grid: Grid) -> list[dict[str, Any]]:
     """Every combination of the grid, as flat dicts (build keys + epochs), in a fixed order."""
     keys = ("dense_layer_sizes", "epochs", "filters", "kernel_size", "pool_size")
-    return [dict(zip(keys, values)) for values in itertools.product(*(getattr(grid, k) for k in keys))]
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(getattr(grid, k) for k in keys))]
 
 
 def param_grid(grid: Grid, batch_size: int) -> list[dict[str, list[dict[str, Any]]]]:
@@ -205,8 +211,15 @@ def varying_keys(cands: list[dict[str, Any]]) -> set[str]:
     return {k for k in cands[0] if len({str(c[k]) for c in cands}) > 1}
 
 
-def build_model(dense_layer_sizes: list[int], filters: int, kernel_size: int, pool_size: int, learning_rate: float,
-                n_classes: int = N_CLASSES, image_shape: tuple[int, int, int] = IMAGE_SHAPE):
+def build_model(
+    dense_layer_sizes: list[int],
+    filters: int,
+    kernel_size: int,
+    pool_size: int,
+    learning_rate: float,
+    n_classes: int = N_CLASSES,
+    image_shape: tuple[int, int, int] = IMAGE_SHAPE,
+):
     """The original's CNN, compiled; input (batch, prod(image_shape)) float32, reshaped inside."""
     import keras
 
@@ -269,8 +282,12 @@ def _classifier_class():
 
         def __sklearn_clone__(self):
             # Keras 3.15's clone passes model, warm_start and model_kwargs but drops fit_kwargs.
-            return type(self)(model=self.model, warm_start=self.warm_start,
-                              model_kwargs=copy.deepcopy(self.model_kwargs), fit_kwargs=copy.deepcopy(self.fit_kwargs))
+            return type(self)(
+                model=self.model,
+                warm_start=self.warm_start,
+                model_kwargs=copy.deepcopy(self.model_kwargs),
+                fit_kwargs=copy.deepcopy(self.fit_kwargs),
+            )
 
     KerasCNNClassifier.__module__ = __name__
     KerasCNNClassifier.__qualname__ = "KerasCNNClassifier"
@@ -290,8 +307,19 @@ def make_classifier(seed: int, learning_rate: float):
     return _classifier_class()(model=functools.partial(make_model, seed=seed, learning_rate=learning_rate))
 
 
-def grid_search(x: np.ndarray, y: np.ndarray, grid: Grid, *, batch_size: int, learning_rate: float, cv: int,
-                scoring: str, n_jobs: int, seed: int, verbose: int = 0):
+def grid_search(
+    x: np.ndarray,
+    y: np.ndarray,
+    grid: Grid,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    cv: int,
+    scoring: str,
+    n_jobs: int,
+    seed: int,
+    verbose: int = 0,
+):
     """Fit GridSearchCV over `grid` on x (n, 784) float32, y (n,) int labels; return the fitted search."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
@@ -316,10 +344,15 @@ def summarize(cv_results: dict[str, Any], n_splits: int) -> list[dict[str, Any]]
     varying = varying_keys(cands)
     rows = []
     for i, c in enumerate(cands):
-        row = {"candidate": candidate_label(c, varying or None), **c,
-               "rank": int(cv_results["rank_test_score"][i]),
-               "mean_score": float(cv_results["mean_test_score"][i]), "std_score": float(cv_results["std_test_score"][i]),
-               "mean_fit_time": float(cv_results["mean_fit_time"][i]), "std_fit_time": float(cv_results["std_fit_time"][i])}
+        row = {
+            "candidate": candidate_label(c, varying or None),
+            **c,
+            "rank": int(cv_results["rank_test_score"][i]),
+            "mean_score": float(cv_results["mean_test_score"][i]),
+            "std_score": float(cv_results["std_test_score"][i]),
+            "mean_fit_time": float(cv_results["mean_fit_time"][i]),
+            "std_fit_time": float(cv_results["std_fit_time"][i]),
+        }
         for k in range(n_splits):
             row[f"split{k}_score"] = float(cv_results[f"split{k}_test_score"][i])
         rows.append(row)
@@ -348,10 +381,25 @@ def preprocess(run) -> None:
     x_train, y_train = take_first(x_train, y_train, p.train_samples, "train_samples")
     x_test, y_test = take_first(x_test, y_test, p.test_samples, "test_samples")
     with atomic_dir(run.paths.processed) as out:
-        save_arrays(out, {"x_train": as_images(x_train), "y_train": y_train.astype(np.uint8),
-                          "x_test": as_images(x_test), "y_test": y_test.astype(np.uint8)})
-        write_json(out / "meta.json", {"dataset": p.dataset, "train": len(x_train), "test": len(x_test),
-                                       "x": "(n, 28, 28, 1) uint8", "y": "(n,) uint8 class 0..9"})
+        save_arrays(
+            out,
+            {
+                "x_train": as_images(x_train),
+                "y_train": y_train.astype(np.uint8),
+                "x_test": as_images(x_test),
+                "y_test": y_test.astype(np.uint8),
+            },
+        )
+        write_json(
+            out / "meta.json",
+            {
+                "dataset": p.dataset,
+                "train": len(x_train),
+                "test": len(x_test),
+                "x": "(n, 28, 28, 1) uint8",
+                "y": "(n,) uint8 class 0..9",
+            },
+        )
     print(f"{p.dataset}: train {x_train.shape[0]}, test {x_test.shape[0]} images")
 
 
@@ -363,25 +411,55 @@ def train(run) -> None:
         x, y = scale(load_array(run.paths.processed, "x_train")), load_array(run.paths.processed, "y_train").astype(np.int64)
         counts = np.bincount(y, minlength=N_CLASSES)
         if counts.min() < p.cv:
-            raise InputError(f"{run.paths.processed}: the rarest class has {counts.min()} training images, fewer than "
-                             f"'mnist_sklearn_wrapper.train.cv' = {p.cv} folds; raise preprocess.train_samples or lower cv.")
+            raise InputError(
+                f"{run.paths.processed}: the rarest class has {counts.min()} training images, fewer than "
+                f"'mnist_sklearn_wrapper.train.cv' = {p.cv} folds; raise preprocess.train_samples or lower cv."
+            )
         n = len(candidates(p.grid))
         print(f"GridSearchCV: {n} candidates x {p.cv} folds on {len(x)} images, scoring {p.scoring}", flush=True)
         started = time.perf_counter()
-        search = grid_search(x, y, p.grid, batch_size=p.batch_size, learning_rate=p.learning_rate, cv=p.cv,
-                             scoring=p.scoring, n_jobs=p.n_jobs, seed=run.seed, verbose=2)
+        search = grid_search(
+            x,
+            y,
+            p.grid,
+            batch_size=p.batch_size,
+            learning_rate=p.learning_rate,
+            cv=p.cv,
+            scoring=p.scoring,
+            n_jobs=p.n_jobs,
+            seed=run.seed,
+            verbose=2,
+        )
         seconds = time.perf_counter() - started
         rows = summarize(search.cv_results_, p.cv)
         best = flatten_candidate(search.best_params_)
         model = search.best_estimator_.model_
         with atomic_dir(run.paths.model) as out:
             training.save_model_weights(model, out)
-            write_json(out / "model.json", {**{k: best[k] for k in BUILD_KEYS}, "learning_rate": p.learning_rate,
-                                            "parameters": model.count_params()})
+            write_json(
+                out / "model.json",
+                {**{k: best[k] for k in BUILD_KEYS}, "learning_rate": p.learning_rate, "parameters": model.count_params()},
+            )
             write_json(out / "best_params.json", {"params": best, "cv_score": float(search.best_score_), "scoring": p.scoring})
-            write_json(out / "cv_results.json", {"scoring": p.scoring, "cv": p.cv, "search_seconds": seconds,
-                                                 "refit_seconds": float(search.refit_time_), "candidates": rows})
-        keys = ["candidate", "rank", "mean_score", "std_score", "mean_fit_time", "std_fit_time", *[f"split{k}_score" for k in range(p.cv)]]
+            write_json(
+                out / "cv_results.json",
+                {
+                    "scoring": p.scoring,
+                    "cv": p.cv,
+                    "search_seconds": seconds,
+                    "refit_seconds": float(search.refit_time_),
+                    "candidates": rows,
+                },
+            )
+        keys = [
+            "candidate",
+            "rank",
+            "mean_score",
+            "std_score",
+            "mean_fit_time",
+            "std_fit_time",
+            *[f"split{k}_score" for k in range(p.cv)],
+        ]
         with atomic_dir(run.paths.training) as out:
             write_csv(out / "candidates.csv", columns(rows, keys))
         print(f"best {best}: {p.scoring} {search.best_score_:.4f} (search {seconds:.0f} s, refit {search.refit_time_:.0f} s)")
@@ -396,7 +474,9 @@ def evaluate(run) -> None:
     best = read_json(run.paths.model / "best_params.json")
     results = read_json(run.paths.model / "cv_results.json")
     seed_everything(run.seed)
-    model = build_model(config["dense_layer_sizes"], config["filters"], config["kernel_size"], config["pool_size"], config["learning_rate"])
+    model = build_model(
+        config["dense_layer_sizes"], config["filters"], config["kernel_size"], config["pool_size"], config["learning_rate"]
+    )
     load_model_weights(model, run.paths.model / "model.weights.h5")
     probabilities = model.predict(x_test, batch_size=run.params.evaluate.batch_size, verbose=0).astype(np.float32)
     scores = test_metrics(probabilities, y_test)
@@ -426,15 +506,26 @@ def plot(run) -> None:
     results = read_json(run.paths.predictions / "candidates.json")
     rows = sorted(results["candidates"], key=lambda r: r["rank"])
     with atomic_dir(run.paths.figures) as out:
-        write_csv(out / "candidates.csv", columns(rows, ["candidate", "rank", "mean_score", "std_score", "mean_fit_time", "std_fit_time"]))
+        write_csv(
+            out / "candidates.csv",
+            columns(rows, ["candidate", "rank", "mean_score", "std_score", "mean_fit_time", "std_fit_time"]),
+        )
         labels = [r["candidate"] for r in rows][::-1]  # best at the top
         height = 1.5 + 0.45 * len(rows)
         with png(out / "candidates.png", figsize=(11, height), dpi=run.params.plot.dpi) as fig:
             score_ax, time_ax = fig.subplots(1, 2, sharey=True)
             ys = np.arange(len(rows))
-            score_ax.barh(ys, [r["mean_score"] for r in rows][::-1], xerr=[r["std_score"] for r in rows][::-1], color="tab:blue", capsize=3)
+            score_ax.barh(
+                ys, [r["mean_score"] for r in rows][::-1], xerr=[r["std_score"] for r in rows][::-1], color="tab:blue", capsize=3
+            )
             score_ax.set_yticks(ys, labels)
             score_ax.set_xlabel(f"mean CV {results['scoring']} (± std over {results['cv']} folds)")
             score_ax.set_title(f"GridSearchCV candidates ({run.paths.key})")
-            time_ax.barh(ys, [r["mean_fit_time"] for r in rows][::-1], xerr=[r["std_fit_time"] for r in rows][::-1], color="tab:orange", capsize=3)
+            time_ax.barh(
+                ys,
+                [r["mean_fit_time"] for r in rows][::-1],
+                xerr=[r["std_fit_time"] for r in rows][::-1],
+                color="tab:orange",
+                capsize=3,
+            )
             time_ax.set_xlabel("mean fit time per fold (s)")

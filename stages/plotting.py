@@ -43,8 +43,9 @@ def thin(n: int, max_points: int) -> np.ndarray:
 
 def read_live_metrics(folder: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{metric: (steps, values)} from a DVCLive folder's plots/metrics/*.tsv files."""
-    import pandas as pd
     from pathlib import Path
+
+    import pandas as pd
 
     curves = {}
     for path in sorted((Path(folder) / "plots" / "metrics").glob("*.tsv")):

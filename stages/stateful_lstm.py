@@ -60,7 +60,7 @@ class Params(ExampleParams):
     plot: Plot
 
     @model_validator(mode="after")
-    def _check_across_steps(self, info: ValidationInfo) -> "Params":
+    def _check_across_steps(self, info: ValidationInfo) -> Params:
         """Values valid alone that make no sense together, caught before any step works."""
         key = self.key_namer(info)
         n, lahead, batch = self.preprocess.n_points, self.preprocess.lahead, self.train.batch_size
@@ -132,7 +132,9 @@ def preprocess(run) -> None:
     targets = lahead_targets(series, p.lahead)
     with atomic_dir(run.paths.processed) as out:
         save_arrays(out, {"x": series, "y": targets})
-        write_json(out / "meta.json", {"n_points": p.n_points, "lahead": p.lahead, "x": "(N, 1, 1) float32", "y": "(N, 1) float32"})
+        write_json(
+            out / "meta.json", {"n_points": p.n_points, "lahead": p.lahead, "x": "(N, 1, 1) float32", "y": "(N, 1) float32"}
+        )
     print(f"series {series.shape}, targets {targets.shape}, lahead {p.lahead}")
 
 
@@ -148,7 +150,9 @@ def train(run) -> None:
         assert n_params == N_PARAMS, f"model has {n_params} parameters, expected {N_PARAMS}"
         training.fit(
             model,
-            lambda first: training.batches([x, y], p.batch_size, seed=run.seed, shuffle=False, first_epoch=first, epochs=p.epochs),
+            lambda first: training.batches(
+                [x, y], p.batch_size, seed=run.seed, shuffle=False, first_epoch=first, epochs=p.epochs
+            ),
             run=run,
             epochs=p.epochs,
             reset_states_each_epoch=True,

@@ -246,7 +246,7 @@ def _load_weights_or_keep(model, path: Path) -> None:
     try:
         model.load_weights(path)
     except Exception:
-        for variable, value in zip(variables, before):
+        for variable, value in zip(variables, before, strict=True):
             variable.assign(value)
         raise
 
@@ -365,8 +365,12 @@ def _set_parent_death_signal(signum: int) -> None:
 
 def stop_now(stage: str, why: str) -> None:
     """Say why in one line and end the process at once, without writing anything more."""
-    print(f"{stage}: stopping because {why}; models/ was not written. Re-run it to train again (it resumes "
-          "from the last checkpoint if one is left and nothing it depends on changed).", file=sys.stderr, flush=True)
+    print(
+        f"{stage}: stopping because {why}; models/ was not written. Re-run it to train again (it resumes "
+        "from the last checkpoint if one is left and nothing it depends on changed).",
+        file=sys.stderr,
+        flush=True,
+    )
     sys.stdout.flush()
     os._exit(STOPPED_EXIT_CODE)
 

@@ -25,9 +25,9 @@ import http.server
 import importlib.util
 import os
 import shutil
-import threading
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -84,7 +84,12 @@ def canonical_standin(root: Path) -> Path:
     text = root / "s3.amazonaws.com" / "text-datasets"
     keras.mkdir(parents=True, exist_ok=True)
     text.mkdir(parents=True, exist_ok=True)
-    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    for name in (
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
         (keras / name).symlink_to(SHARED_DATASETS / "fashion_mnist" / name)
     (text / "nietzsche.txt").symlink_to(SHARED_DATASETS / "nietzsche" / "nietzsche.txt")
     return root
@@ -121,9 +126,18 @@ def imports_log(project: Path) -> Path:
 # Imported by every command and listed by no stage: the dispatcher, the repro
 # summary and three docstring-only package files (tests/test_pipeline.py checks that they hold no code).
 NOT_DEPENDENCIES = {
-    "stages/__init__.py", "stages/__main__.py", "stages/cli.py", "stages/report.py",
-    "stages/core/__init__.py", "stages/datasets/__init__.py",
+    "stages/__init__.py",
+    "stages/__main__.py",
+    "stages/cli.py",
+    "stages/report.py",
+    "stages/core/__init__.py",
+    "stages/datasets/__init__.py",
 }
+
+
+def _within(path: str, dep: str) -> bool:
+    """Whether `path` is the dependency `dep` or lies inside it (a folder)."""
+    return path == dep or path.startswith(dep.rstrip("/") + "/")
 
 
 def assert_code_deps_match_imports(project: Path) -> set[str]:
@@ -146,13 +160,9 @@ def assert_code_deps_match_imports(project: Path) -> set[str]:
         stages = {s.name: s for s in repo.index.stages}
     for name, modules in ran.items():
         code = {d.def_path for d in stages[name].deps if d.def_path.startswith("stages/")}
-
-        def covered(module: str) -> bool:
-            return any(module == dep or module.startswith(dep.rstrip("/") + "/") for dep in code)
-
-        undeclared = sorted(m for m in modules if not covered(m))
+        undeclared = sorted(m for m in modules if not any(_within(m, dep) for dep in code))
         assert not undeclared, f"{name} ran {undeclared}, which its dvc.yaml deps do not list"
-        unused = sorted(d for d in code if not any(m == d or m.startswith(d.rstrip("/") + "/") for m in modules))
+        unused = sorted(dep for dep in code if not any(_within(m, dep) for m in modules))
         assert not unused, f"{name} lists {unused} as deps but never imported them"
     return set(ran)
 

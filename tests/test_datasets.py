@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fixtures
-from conftest import ROOT, SHARED_DATASETS, run
 from stages.core.errors import DatasetError, DatasetUnavailable
 from stages.datasets import fashion_mnist, fetch, imdb, mnist, nietzsche, reuters
 from stages.datasets.fetch import CHUNK, RemoteFile, fetch_file
+
+import fixtures
+from conftest import ROOT, SHARED_DATASETS, run
 
 
 def sha256(path: Path) -> str:
@@ -79,7 +80,9 @@ def test_package_init_holds_only_a_docstring():
 
 
 def test_unknown_dataset_is_an_error(tmp_path):
-    with pytest.raises(DatasetError, match="unknown dataset 'mnsit'; known datasets: fashion_mnist, imdb, mnist, nietzsche, reuters"):
+    with pytest.raises(
+        DatasetError, match="unknown dataset 'mnsit'; known datasets: fashion_mnist, imdb, mnist, nietzsche, reuters"
+    ):
         fetch.fetch("mnsit", tmp_path)
 
 
@@ -242,8 +245,11 @@ def test_trickling_server_is_stopped_as_stalled(tmp_path, monkeypatch):
             fetch_file("slow", a_file(1000), tmp_path, mirror=base, stall_bytes=100, retries=1)
         elapsed = time.monotonic() - started
     message = str(err.value)
-    assert re.search(r"stalled: [1-5] bytes in the last 1\.\d s, fewer than the minimum 100 bytes per 1 s "
-                     r"\(DATASETS_STALL_SECONDS\); [1-5] of 1000 bytes had arrived", message), message
+    assert re.search(
+        r"stalled: [1-5] bytes in the last 1\.\d s, fewer than the minimum 100 bytes per 1 s "
+        r"\(DATASETS_STALL_SECONDS\); [1-5] of 1000 bytes had arrived",
+        message,
+    ), message
     assert elapsed < 3, elapsed
     assert requests == ["/slow/data.bin"]
     assert list(tmp_path.iterdir()) == []
@@ -257,12 +263,15 @@ def test_silent_server_is_stopped_as_stalled(tmp_path):
         stop.wait(10)
 
     with serve(silent) as (base, _, _):
-        with pytest.raises(DatasetUnavailable, match=r"stalled: nothing arrived for 0\.\d s, fewer than the minimum 100 bytes per 0\.5 s"):
+        with pytest.raises(
+            DatasetUnavailable, match=r"stalled: nothing arrived for 0\.\d s, fewer than the minimum 100 bytes per 0\.5 s"
+        ):
             fetch_file("slow", a_file(1000), tmp_path, mirror=base, stall_seconds=0.5, stall_bytes=100, retries=1)
 
 
 def test_body_larger_than_expected_is_cut_off(tmp_path):
     """No Content-Length, 20 MB sent for a 1000-byte file: reading stops just past 1000 bytes."""
+
     def flood(handler, stop):
         headers(handler)
         block = b"y" * 65536
@@ -303,7 +312,9 @@ def test_content_length_larger_than_expected_is_refused_before_reading(tmp_path)
 
     with serve(announce) as (base, _, _):
         started = time.monotonic()
-        with pytest.raises(DatasetError, match="too large: 5000000 bytes announced, more than the expected 1000; nothing was read"):
+        with pytest.raises(
+            DatasetError, match="too large: 5000000 bytes announced, more than the expected 1000; nothing was read"
+        ):
             fetch_file("big", a_file(1000), tmp_path, mirror=base, stall_seconds=5, retries=1)
         assert time.monotonic() - started < 2
 
@@ -321,8 +332,11 @@ def test_steady_but_slow_download_hits_the_deadline(tmp_path, monkeypatch):
         with pytest.raises(DatasetUnavailable) as err:
             fetch_file("slow", a_file(1_000_000), tmp_path, mirror=base, stall_seconds=0.5, stall_bytes=10, retries=1)
         elapsed = time.monotonic() - started
-    assert re.search(r"deadline exceeded: \d+ of 1000000 bytes after 1\.\d s, over the limit of 1 s per file "
-                     r"\(DATASETS_DEADLINE_SECONDS\)", str(err.value)), str(err.value)
+    assert re.search(
+        r"deadline exceeded: \d+ of 1000000 bytes after 1\.\d s, over the limit of 1 s per file "
+        r"\(DATASETS_DEADLINE_SECONDS\)",
+        str(err.value),
+    ), str(err.value)
     assert elapsed < 3, elapsed
 
 

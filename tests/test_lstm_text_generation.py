@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, SHARED_DATASETS, run, set_param
 from stages import lstm_text_generation as ltg
-from stages.core.run import make_run
 from stages.core.errors import InputError, ParamsError
 from stages.core.files import read_json, write_json
 from stages.core.params import validate_example
+from stages.core.run import make_run
+
+from conftest import ROOT, SHARED_DATASETS, run, set_param
 
 ENGLISH = "The will to power is the will to life; what does not kill us makes us stronger. " * 40
 RNG = np.random.default_rng(0)
@@ -140,8 +141,22 @@ def test_dvc_repro_on_nietzsche(project):
     assert loss_csv[0] == "epoch,loss,val_loss" and len(loss_csv) == 3
     assert (project / "plots" / key / "figures" / "loss.png").stat().st_size > 1000
 
-    out = run([sys.executable, "-m", "stages", "generate", "lstm_text_generation", "--seed-text", "The will to",
-               "--temperature", "0.5", "--length", "25"], project)
+    out = run(
+        [
+            sys.executable,
+            "-m",
+            "stages",
+            "generate",
+            "lstm_text_generation",
+            "--seed-text",
+            "The will to",
+            "--temperature",
+            "0.5",
+            "--length",
+            "25",
+        ],
+        project,
+    )
     assert out.stdout.startswith("The will to") and len(out.stdout.rstrip("\n")) == len("The will to") + 25
 
 
@@ -200,26 +215,34 @@ def test_declared_chinese_corpus_preprocesses_and_is_locked(project):
 
     # The same declared file, no longer UTF-8: one paragraph naming the file, no traceback.
     (project / "texts" / "mine.txt").write_bytes("Götterdämmerung ".encode("latin-1") * 10)
-    result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "mine"], project, check=False)
+    result = run(
+        [sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "mine"], project, check=False
+    )
     assert result.returncode == 2 and "texts/mine.txt is not valid UTF-8" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-RECIPE = re.escape("Put the file in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
-                   "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/lstm_text_generation.py}`; "
-                   "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`")
+RECIPE = re.escape(
+    "Put the file in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
+    "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/lstm_text_generation.py}`; "
+    "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`"
+)
 
 
 @pytest.mark.parametrize(
     "corpus, why",
-    [("/etc/passwd", "is an absolute path, outside the project"), ("../outside.txt", "leads out of the project with '..'"),
-     ("texts/../../outside.txt", "leads out of the project with '..'")],
+    [
+        ("/etc/passwd", "is an absolute path, outside the project"),
+        ("../outside.txt", "leads out of the project with '..'"),
+        ("texts/../../outside.txt", "leads out of the project with '..'"),
+    ],
 )
 def test_corpus_outside_the_project_is_refused_by_params(corpus, why):
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["lstm_text_generation"]["variants"]["mine"] = {"preprocess": {"corpus": corpus}}
-    with pytest.raises(ParamsError, match=re.escape(f"'lstm_text_generation.variants.mine.preprocess.corpus' = {corpus!r} {why}")
-                       + ".*" + RECIPE):
+    with pytest.raises(
+        ParamsError, match=re.escape(f"'lstm_text_generation.variants.mine.preprocess.corpus' = {corpus!r} {why}") + ".*" + RECIPE
+    ):
         validate_example(data, "lstm_text_generation", ltg.Params)
 
 
@@ -232,8 +255,13 @@ def test_corpus_symlink_leading_outside_is_refused_before_reading(tmp_path, monk
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(project)
     _, run_ = make_run("lstm_text_generation", "mine")
-    with pytest.raises(ParamsError, match=re.escape(f"'lstm_text_generation.variants.mine.preprocess.corpus' = 'texts/mine.txt' "
-                                                    f"is a symlink to {tmp_path / 'secret.txt'}, outside the project")):
+    with pytest.raises(
+        ParamsError,
+        match=re.escape(
+            f"'lstm_text_generation.variants.mine.preprocess.corpus' = 'texts/mine.txt' "
+            f"is a symlink to {tmp_path / 'secret.txt'}, outside the project"
+        ),
+    ):
         ltg.corpus_file(run_)
 
 
@@ -243,17 +271,33 @@ def test_undeclared_project_file_is_refused_before_reading(project):
     set_param(project, "lstm_text_generation.preprocess.corpus", "notes.txt")
     result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation"], project, check=False)
     assert result.returncode == 2, result.stderr
-    assert re.search(re.escape("'lstm_text_generation.preprocess.corpus' = 'notes.txt' is not a dependency of "
-                               "preprocess@lstm_text_generation-nietzsche in dvc.yaml (it has stages/core, stages/lstm_text_generation.py, "
-                               "stages/datasets/nietzsche.py, data/raw/nietzsche, params.yaml)") + ".*" + RECIPE, result.stderr)
+    assert re.search(
+        re.escape(
+            "'lstm_text_generation.preprocess.corpus' = 'notes.txt' is not a dependency of "
+            "preprocess@lstm_text_generation-nietzsche in dvc.yaml (it has stages/core, stages/lstm_text_generation.py, "
+            "stages/datasets/nietzsche.py, data/raw/nietzsche, params.yaml)"
+        )
+        + ".*"
+        + RECIPE,
+        result.stderr,
+    )
     assert "Traceback" not in result.stderr and not (project / "data/processed").exists()
 
     # A variant naming the file, without its run in dvc.yaml: nothing declares the file either.
     set_param(project, "lstm_text_generation.variants.notes", {"preprocess": {"corpus": "notes.txt"}})
-    result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "notes"], project, check=False)
+    result = run(
+        [sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "notes"], project, check=False
+    )
     assert result.returncode == 2, result.stderr
-    assert re.search(re.escape("'lstm_text_generation.variants.notes.preprocess.corpus' = 'notes.txt' cannot be checked: "
-                               "DVC gives no stage preprocess@lstm_text_generation-notes here") + ".*" + RECIPE, result.stderr)
+    assert re.search(
+        re.escape(
+            "'lstm_text_generation.variants.notes.preprocess.corpus' = 'notes.txt' cannot be checked: "
+            "DVC gives no stage preprocess@lstm_text_generation-notes here"
+        )
+        + ".*"
+        + RECIPE,
+        result.stderr,
+    )
     assert not (project / "data/processed").exists()
 
 

@@ -13,7 +13,13 @@ from stages.core.errors import ParamsError
 from tests.conftest import run
 from tests.fixtures import image_arrays, write_mnist_npz
 
-ORIGINAL_GRID = {"dense_layer_sizes": [[32], [64], [32, 32], [64, 64]], "epochs": [3, 6], "filters": [8], "kernel_size": [3], "pool_size": [2]}
+ORIGINAL_GRID = {
+    "dense_layer_sizes": [[32], [64], [32, 32], [64, 64]],
+    "epochs": [3, 6],
+    "filters": [8],
+    "kernel_size": [3],
+    "pool_size": [2],
+}
 
 
 def grid(**overrides) -> m.Grid:
@@ -77,8 +83,17 @@ def test_grid_search_picks_the_clearly_better_candidate():
     # A 1-unit bottleneck cannot separate 10 classes; 64 units can.
     images, labels = image_arrays(400, seed=3)
     x = m.scale(m.as_images(images))
-    search = m.grid_search(x, labels.astype(np.int64), grid(dense_layer_sizes=[[1], [64]], epochs=[2]), batch_size=32,
-                           learning_rate=1.0, cv=2, scoring="neg_log_loss", n_jobs=1, seed=0)
+    search = m.grid_search(
+        x,
+        labels.astype(np.int64),
+        grid(dense_layer_sizes=[[1], [64]], epochs=[2]),
+        batch_size=32,
+        learning_rate=1.0,
+        cv=2,
+        scoring="neg_log_loss",
+        n_jobs=1,
+        seed=0,
+    )
     assert m.flatten_candidate(search.best_params_)["dense_layer_sizes"] == [64]
     rows = m.summarize(search.cv_results_, 2)
     by_size = {tuple(r["dense_layer_sizes"]): r["mean_score"] for r in rows}

@@ -10,12 +10,13 @@ import typing
 import pytest
 import yaml
 
-from conftest import ROOT, run, set_param
 from stages import lstm_text_generation, mnist_irnn, mnist_siamese, mnist_sklearn_wrapper, stateful_lstm
-from stages.core.run import discover_examples
 from stages.core.errors import ParamsError
 from stages.core.params import deep_merge, dotted_key, load_run_params, read_params, validate_example, validate_top_level
+from stages.core.run import discover_examples
 from stages.datasets.fetch import known_datasets
+
+from conftest import ROOT, run, set_param
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -53,7 +54,10 @@ def test_default_variant_is_the_first(tmp_path):
         (("train", "epohcs", 3), "unknown key 'stateful_lstm.train.epohcs'"),
         (("train", "epochs", "ten"), "'stateful_lstm.train.epochs' = 'ten' is invalid"),
         (("train", "epochs", 0), "'stateful_lstm.train.epochs' = 0 is invalid"),
-        (("train", "learning_rate", -1.0), "'stateful_lstm.train.learning_rate' = -1.0 is invalid: Input should be greater than 0"),
+        (
+            ("train", "learning_rate", -1.0),
+            "'stateful_lstm.train.learning_rate' = -1.0 is invalid: Input should be greater than 0",
+        ),
         (("preprocess", "damping", "fast"), "'stateful_lstm.preprocess.damping' = 'fast' is invalid"),
     ],
 )
@@ -82,7 +86,9 @@ def test_missing_key_is_reported(tmp_path):
 def test_bad_variant_override_is_reported_with_the_variant(tmp_path):
     data = copy.deepcopy(PARAMS)
     data["stateful_lstm"]["variants"]["lahead20"] = {"preprocess": {"lahead": 0}}
-    with pytest.raises(ParamsError, match=r"variant 'lahead20' applied: 'stateful_lstm\.variants\.lahead20\.preprocess\.lahead' = 0 is invalid"):
+    with pytest.raises(
+        ParamsError, match=r"variant 'lahead20' applied: 'stateful_lstm\.variants\.lahead20\.preprocess\.lahead' = 0 is invalid"
+    ):
         _load(tmp_path, data, "lahead1")
 
 
@@ -135,8 +141,14 @@ def _validate_text(tmp_path, data: dict, example: str, model) -> dict:
         ("stateful_lstm", stateful_lstm.Params, "train", "epochs", True, "'stateful_lstm.train.epochs' = True"),
         ("stateful_lstm", stateful_lstm.Params, "train", "learning_rate", True, "'stateful_lstm.train.learning_rate' = True"),
         ("stateful_lstm", stateful_lstm.Params, "preprocess", "n_points", 6000.0, "'stateful_lstm.preprocess.n_points' = 6000.0"),
-        ("lstm_text_generation", lstm_text_generation.Params, "train", "temperatures", [0.5, False],
-         "'lstm_text_generation.train.temperatures[1]' = False"),
+        (
+            "lstm_text_generation",
+            lstm_text_generation.Params,
+            "train",
+            "temperatures",
+            [0.5, False],
+            "'lstm_text_generation.train.temperatures[1]' = False",
+        ),
         ("mnist_sklearn_wrapper", mnist_sklearn_wrapper.Params, "train", "cv", True, "'mnist_sklearn_wrapper.train.cv' = True"),
     ],
 )
@@ -151,8 +163,14 @@ def test_booleans_and_floats_are_not_integers(tmp_path, example, model, step, ke
     [
         ("stateful_lstm", stateful_lstm.Params, "train", "learning_rate", False, "'stateful_lstm.train.learning_rate'"),
         ("mnist_irnn", mnist_irnn.Params, "train", "clipnorm", False, "'mnist_irnn.train.clipnorm'"),
-        ("lstm_text_generation", lstm_text_generation.Params, "evaluate", "temperatures", True,
-         "'lstm_text_generation.evaluate.temperatures[0]'"),
+        (
+            "lstm_text_generation",
+            lstm_text_generation.Params,
+            "evaluate",
+            "temperatures",
+            True,
+            "'lstm_text_generation.evaluate.temperatures[0]'",
+        ),
     ],
 )
 def test_non_finite_floats_are_rejected(tmp_path, value, example, model, step, key, wrap, named):
@@ -181,17 +199,26 @@ def test_a_float_as_dvc_writes_it_is_a_number(tmp_path):
     data = _params_with("stateful_lstm", "train", "learning_rate", 1e-6)
     path = tmp_path / "params.yaml"
     path.write_text(dumps_yaml(data))
-    assert "learning_rate: 1e-06" in path.read_text() and yaml.safe_load(path.read_text())["stateful_lstm"]["train"]["learning_rate"] == "1e-06"
+    assert (
+        "learning_rate: 1e-06" in path.read_text()
+        and yaml.safe_load(path.read_text())["stateful_lstm"]["train"]["learning_rate"] == "1e-06"
+    )
     assert validate_example(read_params(path), "stateful_lstm", stateful_lstm.Params)["lahead1"].train.learning_rate == 1e-6
 
 
 @pytest.mark.parametrize(
     "lahead, message",
     [
-        (7000, "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 7000 must be less than "
-               "'stateful_lstm.preprocess.n_points' = 6000"),
-        (6000, "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 6000 must be less than "
-               "'stateful_lstm.preprocess.n_points' = 6000"),
+        (
+            7000,
+            "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 7000 must be less than "
+            "'stateful_lstm.preprocess.n_points' = 6000",
+        ),
+        (
+            6000,
+            "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 6000 must be less than "
+            "'stateful_lstm.preprocess.n_points' = 6000",
+        ),
     ],
 )
 def test_stateful_lahead_must_leave_points_to_score(lahead, message):
@@ -203,31 +230,43 @@ def test_stateful_lahead_must_leave_points_to_score(lahead, message):
 
 def test_stateful_batch_size_must_divide_the_series():
     data = _params_with("stateful_lstm", "train", "batch_size", 30)
-    with pytest.raises(ParamsError, match=re.escape("'stateful_lstm.train.batch_size' = 30 must divide "
-                                                    "'stateful_lstm.preprocess.n_points' = 50000")):
+    with pytest.raises(
+        ParamsError,
+        match=re.escape("'stateful_lstm.train.batch_size' = 30 must divide 'stateful_lstm.preprocess.n_points' = 50000"),
+    ):
         validate_example(data, "stateful_lstm", stateful_lstm.Params)
 
 
 def test_text_temperatures_must_be_positive():
     data = _params_with("lstm_text_generation", "evaluate", "temperatures", [0.5, 0.0])
-    with pytest.raises(ParamsError, match=re.escape("'lstm_text_generation.evaluate.temperatures[1]' = 0.0 is invalid: "
-                                                    "Input should be greater than 0")):
+    with pytest.raises(
+        ParamsError,
+        match=re.escape("'lstm_text_generation.evaluate.temperatures[1]' = 0.0 is invalid: Input should be greater than 0"),
+    ):
         validate_example(data, "lstm_text_generation", lstm_text_generation.Params)
 
 
 def test_text_max_chars_must_leave_both_parts_a_window():
     data = _params_with("lstm_text_generation", "preprocess", "max_chars", 100, variant="nietzsche")
-    with pytest.raises(ParamsError, match=re.escape("'lstm_text_generation.variants.nietzsche.preprocess.max_chars' = 100 "
-                                                    "with 'lstm_text_generation.preprocess.validation_fraction' = 0.05 "
-                                                    "leaves 95 training and 5 held-out characters")):
+    with pytest.raises(
+        ParamsError,
+        match=re.escape(
+            "'lstm_text_generation.variants.nietzsche.preprocess.max_chars' = 100 "
+            "with 'lstm_text_generation.preprocess.validation_fraction' = 0.05 "
+            "leaves 95 training and 5 held-out characters"
+        ),
+    ):
         validate_example(data, "lstm_text_generation", lstm_text_generation.Params)
 
 
 @pytest.mark.parametrize(
     "grid, message",
     [
-        ({"kernel_size": [15]}, "'mnist_sklearn_wrapper.variants.big.train.grid.kernel_size' 15 with "
-                                "'mnist_sklearn_wrapper.train.grid.pool_size' 2 leaves no pixels"),
+        (
+            {"kernel_size": [15]},
+            "'mnist_sklearn_wrapper.variants.big.train.grid.kernel_size' 15 with "
+            "'mnist_sklearn_wrapper.train.grid.pool_size' 2 leaves no pixels",
+        ),
         ({"epochs": [3, 3]}, "'mnist_sklearn_wrapper.variants.big.train.grid.epochs' = [3, 3] repeats a value"),
     ],
 )
@@ -238,12 +277,23 @@ def test_grid_checks_run_in_validation_and_name_the_variant_key(grid, message):
         validate_example(data, "mnist_sklearn_wrapper", mnist_sklearn_wrapper.Params)
 
 
-@pytest.mark.parametrize("example, model", [("mnist_irnn", mnist_irnn.Params), ("mnist_siamese", mnist_siamese.Params),
-                                            ("mnist_sklearn_wrapper", mnist_sklearn_wrapper.Params)])
+@pytest.mark.parametrize(
+    "example, model",
+    [
+        ("mnist_irnn", mnist_irnn.Params),
+        ("mnist_siamese", mnist_siamese.Params),
+        ("mnist_sklearn_wrapper", mnist_sklearn_wrapper.Params),
+    ],
+)
 def test_unknown_dataset_lists_the_known_ones(example, model):
     data = _params_with(example, "preprocess", "dataset", "imagenet")
-    with pytest.raises(ParamsError, match=re.escape(f"'{example}.preprocess.dataset' = 'imagenet' is not a known dataset; "
-                                                    "the known datasets here are 'mnist' or 'fashion_mnist'")):
+    with pytest.raises(
+        ParamsError,
+        match=re.escape(
+            f"'{example}.preprocess.dataset' = 'imagenet' is not a known dataset; "
+            "the known datasets here are 'mnist' or 'fashion_mnist'"
+        ),
+    ):
         validate_example(data, example, model)
     accepted = typing.get_args(model.model_fields["preprocess"].annotation.model_fields["dataset"].annotation)
     assert set(accepted) <= set(known_datasets())  # what params accept, the download stage can fetch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shutil
 import signal
@@ -13,10 +12,11 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import ROOT, assert_code_deps_match_imports, git, run, set_param, subprocess_env
-from stages.core.run import discover_examples
 from stages.core.layout import Layout
 from stages.core.params import STEPS
+from stages.core.run import discover_examples
+
+from conftest import ROOT, assert_code_deps_match_imports, git, run, set_param, subprocess_env
 
 
 def ran_stages(output: str) -> set[str]:
@@ -78,7 +78,12 @@ def test_built_pipeline_is_complete_and_a_second_repro_runs_nothing(built_copy):
     assert list((built_copy / "stages").rglob("__pycache__/*.pyc")), "the runs should have written bytecode"
     run(["python", "-m", "stages", "--help"], built_copy)
     modules = [f"stages.{p.stem}" for p in (built_copy / "stages").glob("*.py") if p.stem != "__main__"]
-    modules += [f"stages.{d.name}.{p.stem}" for d in (built_copy / "stages").iterdir() if d.is_dir() and d.name != "__pycache__" for p in d.glob("*.py")]
+    modules += [
+        f"stages.{d.name}.{p.stem}"
+        for d in (built_copy / "stages").iterdir()
+        if d.is_dir() and d.name != "__pycache__"
+        for p in d.glob("*.py")
+    ]
     run(["python", "-c", "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]", *modules], built_copy)
     stages = resolved_stages(built_copy)
     needs_mnist = {"download@mnist"} | {
@@ -108,7 +113,9 @@ def test_train_param_change_reruns_only_its_downstream_and_diffs_across_branches
     git(built_copy, "checkout", "-qb", "faster-lr")
     set_param(built_copy, "stateful_lstm.train.learning_rate", 0.01)
     out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
-    expected = {f"{step}@stateful_lstm-{v}" for step in ("train", "evaluate", "plot") for v in ("lahead1", "lahead20", "lahead5000")}
+    expected = {
+        f"{step}@stateful_lstm-{v}" for step in ("train", "evaluate", "plot") for v in ("lahead1", "lahead20", "lahead5000")
+    }
     assert ran_stages(out.stdout) - {"download@mnist"} == expected
     git(built_copy, "add", "-A")
     git(built_copy, "commit", "-qm", "lr 0.01")
@@ -127,7 +134,10 @@ def test_train_param_change_reruns_only_its_downstream_and_diffs_across_branches
     html = (out_dir / "index.html").read_text()
     for plot_id in ("plots/stateful_lstm-lahead20/figures/predictions.csv", "stateful_lstm training loss"):
         assert plot_id in html, f"{plot_id} is not on the plots page"
-    assert re.search(r'<img[^>]+stateful_lstm-lahead20_figures_predictions\.png', html) or "stateful_lstm-lahead20/figures/predictions.png" in html
+    assert (
+        re.search(r"<img[^>]+stateful_lstm-lahead20_figures_predictions\.png", html)
+        or "stateful_lstm-lahead20/figures/predictions.png" in html
+    )
     run(["dvc", "plots", "diff", "main", "-o", str(built_copy / "plots-diff")], built_copy)
     assert (built_copy / "plots-diff" / "index.html").is_file()
 
@@ -148,7 +158,13 @@ def test_cli_help_lists_examples_and_steps():
     commands = re.findall(r"^    (\w+)", out, flags=re.M)
     assert commands[:7] == ["download", "preprocess", "train", "evaluate", "plot", "repro", "summary"]
     assert f"examples: {', '.join(discover_examples())}\n" in out
-    assert discover_examples() == ["lstm_text_generation", "mnist_irnn", "mnist_siamese", "mnist_sklearn_wrapper", "stateful_lstm"]
+    assert discover_examples() == [
+        "lstm_text_generation",
+        "mnist_irnn",
+        "mnist_siamese",
+        "mnist_sklearn_wrapper",
+        "stateful_lstm",
+    ]
 
 
 def test_cli_reports_a_bad_param_without_traceback(project):
@@ -185,5 +201,7 @@ def test_a_killed_write_leaves_nothing_git_or_dvc_sees(built_copy):
     left = [p.name for p in (built_copy / "plots" / "stateful_lstm-lahead1").rglob(".*.tmp*")]
     assert any(n.startswith(".figures.") for n in left) and any(n.startswith(".samples.md.") for n in left), left
     assert git(built_copy, "status", "--porcelain", "--untracked-files=all") == ""
-    status = json.loads(run(["dvc", "status", "--json", "train@stateful_lstm-lahead1", "plot@stateful_lstm-lahead1"], built_copy).stdout)
+    status = json.loads(
+        run(["dvc", "status", "--json", "train@stateful_lstm-lahead1", "plot@stateful_lstm-lahead1"], built_copy).stdout
+    )
     assert status == {}

@@ -23,10 +23,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import copy_project, git, run, set_param, shrink_params, subprocess_env
 
 from stages.core import cli
 from stages.core.layout import Layout
+
+from conftest import copy_project, git, run, set_param, shrink_params, subprocess_env
 
 RUN = "stateful_lstm-lahead1"
 PATHS = Layout(RUN)
@@ -273,7 +274,10 @@ def test_unusable_checkpoints_are_discarded_with_one_line(tmp_path, capsys):
 
     ResumableCheckpoint(folder, fingerprint).save(dense(4), 3, history)
     assert ResumableCheckpoint(folder, fingerprint).restore(dense(4), 2) == (0, [])
-    assert capsys.readouterr().out == f"Discarding checkpoint {folder}: it is at epoch 3, past the 2 epochs this run trains; training from epoch 0.\n"
+    assert (
+        capsys.readouterr().out
+        == f"Discarding checkpoint {folder}: it is at epoch 3, past the 2 epochs this run trains; training from epoch 0.\n"
+    )
 
     ResumableCheckpoint(folder, fingerprint).save(dense(4), 3, history)
     assert ResumableCheckpoint(folder, fingerprint).restore(dense(4), 4) == (3, history)
@@ -309,7 +313,10 @@ def test_lstm_samples_go_with_a_discarded_checkpoint(project, monkeypatch, capsy
     code, out, err = in_process(capsys, "train", *args)
     assert code == 0, err
     key = run_.paths.key
-    assert f"Discarding checkpoint .checkpoints/{key}: train params changed (learning_rate); training from epoch 0." in out.splitlines()
+    assert (
+        f"Discarding checkpoint .checkpoints/{key}: train params changed (learning_rate); training from epoch 0."
+        in out.splitlines()
+    )
     samples = (project / run_.paths.training / "samples.md").read_text(encoding="utf-8")
     assert "STALE" not in samples and "## epoch 1" in samples
 
@@ -323,7 +330,9 @@ def test_a_second_trainer_of_the_run_is_refused(killed, tmp_path):
     try:
         wait_for(lambda: lock_owner(killed) == first.pid, 60, "the first trainer's lock", first)
         started = time.time()
-        second = subprocess.run(stages_cmd(*TRAIN), cwd=killed, env=subprocess_env(), capture_output=True, text=True, timeout=30, check=False)
+        second = subprocess.run(
+            stages_cmd(*TRAIN), cwd=killed, env=subprocess_env(), capture_output=True, text=True, timeout=30, check=False
+        )
         assert time.time() - started < 10  # refused before TensorFlow is even imported
         assert second.returncode == 2
         assert f"train@{RUN} is already running in process {first.pid}" in second.stderr
@@ -338,7 +347,9 @@ def test_trainer_stops_when_the_dvc_that_started_it_is_killed(project, tmp_path)
     tiny(project, epochs=10_000)
     log = tmp_path / "dvc.log"
     with open(log, "w") as out:
-        dvc = subprocess.Popen(["dvc", "repro", f"train@{RUN}"], cwd=project, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT)
+        dvc = subprocess.Popen(
+            ["dvc", "repro", f"train@{RUN}"], cwd=project, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT
+        )
     trainer = None
     try:
         wait_for(lambda: checkpoint_epoch(project) >= 1, 120, "training to be under way", dvc)

@@ -26,4 +26,6 @@ def read_pickled_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         return dict(load_npz(str(path)))
     except pickle.UnpicklingError as err:
-        raise DatasetError(f"{path}: refused to unpickle it ({err}); expected only numpy arrays. Delete it and download it again.") from err
+        raise DatasetError(
+            f"{path}: refused to unpickle it ({err}); expected only numpy arrays. Delete it and download it again."
+        ) from err

@@ -179,7 +179,7 @@ def _error_key(example: str, variant: str | None, override: Mapping[str, Any], l
         if isinstance(part, int):
             break
         names.append(str(part))
-    indices = "".join(f"[{part}]" for part in loc[len(names):])
+    indices = "".join(f"[{part}]" for part in loc[len(names) :])
     return dotted_key(example, variant, override, *names) + indices
 
 
@@ -259,7 +259,9 @@ def validate_example(
             raise ParamsError(f"{path}: '{prefix}' must be a mapping of step sections to override ({{}} for none).")
         bad = sorted(set(override) - set(STEPS))
         if bad:
-            raise ParamsError(f"{path}: unknown key(s) {', '.join(bad)} in '{prefix}'; a variant overrides the steps {', '.join(STEPS)}.")
+            raise ParamsError(
+                f"{path}: unknown key(s) {', '.join(bad)} in '{prefix}'; a variant overrides the steps {', '.join(STEPS)}."
+            )
         context = {"example": example, "variant": name, "override": override}
         try:
             result[name] = model.model_validate(deep_merge(section, override), context=context)

@@ -17,6 +17,7 @@ from stages.core.errors import InputError, ParamsError
 from stages.core.layout import Layout, discover_examples, raw_dir, run_key
 from stages.core.params import RunParams, load_run_params, read_params, validate_example, validate_top_level
 
+
 def load_example(name: str) -> ModuleType:
     examples = discover_examples()
     if name not in examples:

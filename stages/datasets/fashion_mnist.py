@@ -46,6 +46,11 @@ def load(folder: str | os.PathLike) -> ImageSplits:
     folder = Path(folder)
     x_train, y_train, x_test, y_test = (
         read_idx(folder / name)
-        for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+        for name in (
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        )
     )
     return (x_train, y_train), (x_test, y_test)

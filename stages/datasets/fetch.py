@@ -57,8 +57,6 @@ PACKAGE = Path(__file__).parent
 NOT_DATASETS = frozenset({"__init__", "fetch"})  # the modules here that are not datasets
 
 
-
-
 # --- the datasets -------------------------------------------------------------
 
 

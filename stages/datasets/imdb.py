@@ -17,7 +17,9 @@ FILES = (
         size=17464789,
         sha256="69664113be75683a8fe16e3ed0ab59fda8886cb3cd7ada244f7d9544e4676b9f",
     ),
-    RemoteFile("imdb_word_index.json", KERAS_DATASETS + "imdb_word_index.json", size=1641221, md5="bfafd718b763782e994055a2d397834f"),
+    RemoteFile(
+        "imdb_word_index.json", KERAS_DATASETS + "imdb_word_index.json", size=1641221, md5="bfafd718b763782e994055a2d397834f"
+    ),
 )
 
 

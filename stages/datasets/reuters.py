@@ -17,7 +17,9 @@ FILES = (
         size=2110848,
         sha256="d6586e694ee56d7a4e65172e12b3e987c03096cb01eab99753921ef915959916",
     ),
-    RemoteFile("reuters_word_index.json", KERAS_DATASETS + "reuters_word_index.json", size=550378, md5="4d44cc38712099c9e383dc6e5f11a921"),
+    RemoteFile(
+        "reuters_word_index.json", KERAS_DATASETS + "reuters_word_index.json", size=550378, md5="4d44cc38712099c9e383dc6e5f11a921"
+    ),
 )
 
 

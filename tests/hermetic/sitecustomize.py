@@ -75,7 +75,7 @@ def install() -> None:
             for host in CANONICAL_HOSTS:
                 prefix = f"https://{host}/"
                 if url.startswith(prefix):
-                    url = f"{standin.rstrip('/')}/{host}/{url[len(prefix):]}"
+                    url = f"{standin.rstrip('/')}/{host}/{url[len(prefix) :]}"
                     fullurl = urllib.request.Request(url, headers=getattr(fullurl, "headers", {}) or {})
                     break
             return real_open(self, fullurl, *args, **kwargs)
