@@ -3,7 +3,7 @@
 A module fixture trains stateful_lstm once uninterrupted and once SIGKILLed
 after its epoch-2 checkpoint (real processes); each test works on a copy of
 that project. Re-runs happen in this process through the real CLI entry
-point (`stages.core.cli.main`), which keeps TensorFlow's start-up to one
+point (`stages.cli.main`), which keeps TensorFlow's start-up to one
 import for the whole file; the lock and watchdog tests use real processes,
 real signals and real dvc.
 """
@@ -24,10 +24,11 @@ import h5py
 import numpy as np
 import pytest
 
-from stages.core import cli
+from stages import cli
 from stages.core.layout import Layout
+from stages.core.run import make_run
 
-from conftest import copy_project, git, run, set_param, shrink_params, subprocess_env
+from conftest import SHARED_DATASETS, copy_project, git, run, set_param, shrink_params, subprocess_env
 
 RUN = "stateful_lstm-lahead1"
 PATHS = Layout(RUN)
@@ -294,12 +295,13 @@ def test_lstm_samples_go_with_a_discarded_checkpoint(project, monkeypatch, capsy
     from stages.training import ResumableCheckpoint, run_fingerprint
 
     monkeypatch.chdir(project)
-    (project / "corpus.txt").write_text("What does not kill us makes us stronger. " * 60, encoding="utf-8")
-    set_param(project, "lstm_text_generation.preprocess.corpus", "corpus.txt")
+    raw = project / "data" / "raw" / "nietzsche"
+    raw.mkdir(parents=True)
+    shutil.copy(SHARED_DATASETS / "nietzsche" / "nietzsche.txt", raw)  # tiny_params keeps its first 4,000 characters
     set_param(project, "lstm_text_generation.train.epochs", 1)
     args = ["lstm_text_generation", "--variant", "nietzsche"]
     assert in_process(capsys, "preprocess", *args)[0] == 0
-    _, run_ = cli.make_run("lstm_text_generation", "nietzsche")
+    _, run_ = make_run("lstm_text_generation", "nietzsche")
     meta = ltg.load_processed(run_.paths.processed)[2]
     p = run_.params.train
     # What a run killed after epoch 1 under another learning rate leaves behind:
