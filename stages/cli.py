@@ -64,16 +64,10 @@ def build_parser(examples: list[str], with_example_commands: bool = True) -> arg
     sub.add_parser("summary", help="the summary `repro` prints, for the current state")
     sub.add_parser("check", help="validate params.yaml for every example and variant (repro does this first)")
     for name in examples if with_example_commands else ():
-        module = importlib.import_module(f"stages.{name}") if _declares_commands(name) else None
-        if module is not None:
+        module = importlib.import_module(f"stages.{name}")  # examples import Keras only inside their steps
+        if hasattr(module, "add_commands"):
             module.add_commands(sub)
     return parser
-
-
-def _declares_commands(name: str) -> bool:
-    # Only import (TensorFlow-heavy) example modules that add commands of their own.
-    text = (Path(__file__).parent / f"{name}.py").read_text(encoding="utf-8")
-    return "def add_commands(" in text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step in STEPS:
             from stages.core.run import check_inputs, make_run
 
-            module, run = make_run(args.example, args.variant)
+            module, run = make_run(args.example, args.variant, args.step)
             check_inputs(args.step, run)
             getattr(module, args.step)(run)
         else:

@@ -16,11 +16,9 @@
   it (`run_fingerprint`: train params, variant, seed, input data, code) and is
   used only when all of it still matches; otherwise it is discarded with one
   line saying why, and training starts from epoch 0.
-* One trainer at a time: `train_guard` wraps a whole train step. It holds an
-  exclusive lock on `.checkpoints/<run>.lock` (a second trainer of the run
-  stops at once, naming the first's PID), and on Linux a watchdog stops the
-  trainer when any process that started it (dvc, its shell) has exited, so no
-  orphan keeps writing outputs beside a newer run.
+* One trainer at a time: `train_guard` (stages/core/guard.py) wraps a whole
+  train step: a lock per run, and a watchdog that stops a trainer whose dvc
+  has exited. `fit` refuses to run outside it.
 * Logging: per-epoch metrics go to a DVCLive folder (`dvcyaml=False`; the plots
   are declared at the top level of dvc.yaml), replayed from the checkpoint on
   resume so the curves are whole.
@@ -28,27 +26,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any
 
 import numpy as np
 
-from stages.core.errors import StageError
+from stages.core import guard
 from stages.core.files import atomic_dir, atomic_file, read_json, write_json
+from stages.core.guard import train_guard  # noqa: F401  (the examples call training.train_guard)
+from stages.core.layout import MODEL, WEIGHTS
 
 STAGES_DIR = Path(__file__).resolve().parent
-STOPPED_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 
 
 def seed_everything(seed: int) -> None:
@@ -126,11 +120,11 @@ def run_fingerprint(run) -> dict[str, Any]:
     """
     processed = Path(run.paths.processed)
     data = {f.relative_to(processed).as_posix(): _sha256(f) for f in sorted(processed.rglob("*")) if f.is_file()}
-    sources = [STAGES_DIR / f"{run.params.example}.py", STAGES_DIR / "training.py", *sorted((STAGES_DIR / "core").glob("*.py"))]
+    sources = [STAGES_DIR / f"{run.example}.py", STAGES_DIR / "training.py", *sorted((STAGES_DIR / "core").glob("*.py"))]
     code = {f.relative_to(STAGES_DIR.parent).as_posix(): _sha256(f) for f in sources}
     fingerprint = {
-        "variant": run.params.variant,
-        "train": run.params.train.model_dump(mode="json"),
+        "variant": run.variant,
+        "train": run.params.model_dump(mode="json"),
         "seed": run.seed,
         "data": data,
         "code": code,
@@ -254,187 +248,6 @@ def _load_weights_or_keep(model, path: Path) -> None:
 # --- one trainer per run, and none outliving the dvc that started it ------------
 
 
-class TrainingLocked(StageError):
-    """Another trainer of the same run holds its lock."""
-
-
-class TrainerStopped(BaseException):
-    """Raised in the main thread to stop a trainer (BaseException: nothing on the way catches it)."""
-
-
-class _Proc(NamedTuple):
-    pid: int
-    name: str
-    state: str
-    ppid: int
-    start: int  # clock ticks after boot: tells a process from a later one that reuses its PID
-
-
-def _proc(pid: int) -> _Proc | None:
-    """One process's /proc/<pid>/stat, or None when there is no such process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    name_end = text.rindex(")")  # the name may itself hold spaces and parentheses
-    fields = text[name_end + 2 :].split()
-    return _Proc(pid, text[text.index("(") + 1 : name_end], fields[0], int(fields[1]), int(fields[19]))
-
-
-def _ancestors() -> list[_Proc]:
-    """Parent, grandparent ... up to but excluding PID 1 (init or a container's reaper)."""
-    chain, pid = [], os.getppid()
-    while pid > 1 and (proc := _proc(pid)) is not None:
-        chain.append(proc)
-        pid = proc.ppid
-    return chain
-
-
-def _exited(proc: _Proc) -> bool:
-    now = _proc(proc.pid)
-    return now is None or now.start != proc.start or now.state in ("Z", "X")  # gone, reused, or a zombie
-
-
-class _Watchdog:
-    """Stops the trainer once any process that started it has exited (Linux; elsewhere it does nothing).
-
-    A daemon thread polls the ancestors recorded at start; on the first one
-    gone it sends SIGTERM to the main thread, whose handler raises
-    TrainerStopped there. prctl(PR_SET_PDEATHSIG) makes the kernel send the
-    same SIGTERM the moment the parent dies. Should the main thread not reach
-    Python code within `grace` seconds (stuck in a long native call), the
-    thread ends the process itself.
-    """
-
-    def __init__(self, stage: str, interval: float = 0.25, grace: float = 5.0):
-        self.stage, self.interval, self.grace = stage, interval, grace
-        self.enabled = sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
-        self.ancestors: list[_Proc] = []
-        self.reason: str | None = None
-        self._done = threading.Event()
-        self._previous_handler: Any = None
-
-    def __enter__(self) -> Self:
-        if not self.enabled:
-            return self
-        self.ancestors = _ancestors()
-        self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-        _set_parent_death_signal(signal.SIGTERM)
-        threading.Thread(target=self._poll, name=f"{self.stage} watchdog", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self.enabled:
-            return
-        self._done.set()
-        _set_parent_death_signal(0)
-        signal.signal(signal.SIGTERM, self._previous_handler)
-
-    def why_stop(self) -> str:
-        if self.reason is None:
-            gone = next((p for p in self.ancestors if _exited(p)), None)
-            self.reason = (
-                f"the process that started it, {gone.name} (PID {gone.pid}), has exited" if gone else "it received SIGTERM"
-            )
-        return self.reason
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if self._done.is_set():  # the step is over; leave as SIGTERM would have
-            stop_now(self.stage, self.why_stop())
-        raise TrainerStopped(self.why_stop())
-
-    def _poll(self) -> None:
-        while not self._done.wait(self.interval):
-            if any(_exited(p) for p in self.ancestors):
-                self.why_stop()
-                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
-                if not self._done.wait(self.grace):
-                    stop_now(self.stage, self.why_stop())
-                return
-
-
-def _set_parent_death_signal(signum: int) -> None:
-    """prctl(PR_SET_PDEATHSIG): the kernel sends `signum` when the parent exits (0 turns it off)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signum, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # the watchdog's polling still covers it
-
-
-def stop_now(stage: str, why: str) -> None:
-    """Say why in one line and end the process at once, without writing anything more."""
-    print(
-        f"{stage}: stopping because {why}; models/ was not written. Re-run it to train again (it resumes "
-        "from the last checkpoint if one is left and nothing it depends on changed).",
-        file=sys.stderr,
-        flush=True,
-    )
-    sys.stdout.flush()
-    os._exit(STOPPED_EXIT_CODE)
-
-
-@contextlib.contextmanager
-def _run_lock(run) -> Iterator[None]:
-    """Hold `.checkpoints/<run>.lock` exclusively, or raise TrainingLocked naming the holder's PID."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    path = Path(f"{run.paths.checkpoints}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by exec'd children
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = _lock_owner(fd)
-            raise TrainingLocked(
-                f"train@{run.paths.key} is already running in process {owner} (it holds {path}); two trainers "
-                f"of one run would write the same checkpoint and outputs. Wait for it to finish, or stop it "
-                f"(kill {owner}), then run this again."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _held_locks.add(run.paths.key)
-        try:
-            yield
-        finally:
-            _held_locks.discard(run.paths.key)
-    finally:
-        os.close(fd)  # releases the lock; the file stays (deleting it would race a newcomer)
-
-
-_held_locks: set[str] = set()
-
-
-def _lock_owner(fd: int) -> str:
-    for _ in range(20):  # the holder writes its PID just after taking the lock
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        if text:
-            return text
-        time.sleep(0.05)
-    return "(unknown PID)"
-
-
-@contextlib.contextmanager
-def train_guard(run) -> Iterator[None]:
-    """Wrap a whole train step: the run's exclusive lock, and the watchdog against orphaned trainers.
-
-    A trainer stopped by the watchdog or SIGTERM prints one line and exits with
-    STOPPED_EXIT_CODE; atomic writes clean up on the way out, so models/<run>
-    is never left half-written. Its last checkpoint stays for a re-run.
-    """
-    stage = f"train@{run.paths.key}"
-    with _run_lock(run), _Watchdog(stage) as watchdog:
-        try:
-            yield
-        except TrainerStopped:
-            stop_now(stage, watchdog.why_stop())
-
-
 def _callback_class():
     import keras
 
@@ -461,9 +274,19 @@ def _callback_class():
     return EpochEnd
 
 
+def all_layers(model) -> list:
+    """Every layer of `model`, nested models' layers included, through the public `layers` attribute."""
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if hasattr(layer, "layers"):
+            out += all_layers(layer)
+    return out
+
+
 def reset_rnn_states(model) -> None:
     """Reset the state of every stateful RNN layer (Keras 3 has no model-level call)."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in all_layers(model):
         if getattr(layer, "stateful", False) and hasattr(layer, "reset_states"):
             layer.reset_states()
 
@@ -499,7 +322,7 @@ def fit(
     """
     from dvclive import Live
 
-    if run.paths.key not in _held_locks:
+    if not guard.holds(run.paths.key):
         raise RuntimeError(f"training.fit for {run.paths.key} must run inside `with training.train_guard(run):`")
     checkpoint = ResumableCheckpoint(run.paths.checkpoints, run_fingerprint(run))
     done, history = checkpoint.restore(model, epochs)
@@ -532,7 +355,7 @@ def load_model_weights(model, path: str | os.PathLike) -> None:
     model.load_weights(path)
 
 
-def save_model_weights(model, folder: str | os.PathLike, name: str = "model.weights.h5") -> Path:
+def save_model_weights(model, folder: str | os.PathLike, name: str = WEIGHTS) -> Path:
     """Save weights only: unlike a .keras file they carry no timestamp, so re-runs hash the same."""
     path = Path(folder) / name
     with atomic_file(path, suffix=".weights.h5") as tmp:
@@ -540,16 +363,27 @@ def save_model_weights(model, folder: str | os.PathLike, name: str = "model.weig
     return path
 
 
-def save_trained(model, run, build: dict[str, Any], extra_files: dict[str, Any] | None = None) -> None:
+def save_trained(model, run, build: dict[str, Any], info: dict[str, Any] | None = None) -> None:
     """Write models/<run>/ whole, then drop the run's resume checkpoint.
 
-    The folder holds model.weights.h5, model.json (`build`: what the example's
-    build_model needs, plus anything worth recording) and any `extra_files`
-    ({name: JSON data}). The checkpoint goes only once the model is in place.
+    The folder holds the weights (layout.WEIGHTS) and layout.MODEL: {"build":
+    the keyword arguments of the example's build_model, "info": facts worth
+    recording, such as the parameter count}. `load_trained` reads it back. The
+    checkpoint goes only once the model is in place.
     """
     with atomic_dir(run.paths.model) as out:
         save_model_weights(model, out)
-        write_json(out / "model.json", build)
-        for name, data in (extra_files or {}).items():
-            write_json(out / name, data)
+        write_json(out / MODEL, {"build": build, "info": info or {}})
     ResumableCheckpoint(run.paths.checkpoints).clear()
+
+
+def load_trained(run, build_model: Callable[..., Any]) -> tuple[Any, dict[str, Any]]:
+    """The model `save_trained` wrote for this run: (build_model(**build), info), weights loaded.
+
+    When build_model returns several models (a siamese model and its base),
+    the weights go into the first, which holds the others.
+    """
+    config = read_json(run.paths.model / MODEL)
+    built = build_model(**config["build"])
+    load_model_weights(built[0] if isinstance(built, tuple) else built, run.paths.model / WEIGHTS)
+    return built, config["info"]

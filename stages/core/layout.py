@@ -22,14 +22,32 @@ from pathlib import Path
 
 STEPS = ("preprocess", "train", "evaluate", "plot")  # the steps after download, each run through all
 
-# Modules and packages beside the examples that are not examples.
-HELPERS = frozenset({"cli", "datasets", "plotting", "report", "training"})
+# The steps whose stages list `seed` in dvc.yaml: a step's Run has a seed only if its step is here.
+SEEDED_STEPS = ("preprocess", "train", "evaluate")
+
+# File names inside a run's folders, named once.
+META = "meta.json"  # data/processed/<run>/: what the arrays are
+WEIGHTS = "model.weights.h5"  # models/<run>/
+MODEL = "model.json"  # models/<run>/: how to build the model again, and facts about it
+
+STAGES_DIR = Path(__file__).resolve().parent.parent
 
 
-def discover_examples() -> list[str]:
-    """Every module in stages/ that is not a shared helper is an example."""
-    here = Path(__file__).parent.parent
-    return sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith("_") and p.stem not in HELPERS)
+def discover_examples(params_file: str | Path = "params.yaml") -> list[str]:
+    """The examples: the sections of params.yaml (all but `seed`) that have a module stages/<name>.py.
+
+    params.yaml is read leniently here (only its top-level names); validation
+    reports what is wrong with it, including a section without a module.
+    """
+    import yaml
+
+    try:
+        sections = yaml.safe_load(Path(params_file).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(sections, dict):
+        return []
+    return sorted(name for name in sections if name != "seed" and (STAGES_DIR / f"{name}.py").is_file())
 
 
 def run_key(example: str, variant: str) -> str:

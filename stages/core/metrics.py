@@ -54,3 +54,38 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> None:
             "diverged (try a lower learning rate) or nothing was left to score; the previous file is left as it was."
         )
     write_json(path, metrics)
+
+
+# --- the metric definitions every example shares -----------------------------
+# One definition each, so "test loss" means the same in every metrics file.
+
+
+def cross_entropy(probabilities: np.ndarray, labels: np.ndarray, epsilon: float = 1e-7) -> float:
+    """Mean categorical cross-entropy (nats) of (N, C) class probabilities against (N,) integer labels.
+
+    As Keras computes it from probabilities: each row is divided by its sum,
+    then clipped to [epsilon, 1 - epsilon], so one confident mistake costs at
+    most -ln(1e-7) = 16.1 nats instead of infinity.
+    """
+    p = np.asarray(probabilities, np.float64)
+    p = np.clip(p / p.sum(axis=1, keepdims=True), epsilon, 1 - epsilon)
+    y = np.asarray(labels, np.int64).reshape(-1)
+    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of rows whose most probable class is the label."""
+    return float(np.mean(np.asarray(probabilities).argmax(axis=1) == np.asarray(labels).reshape(-1)))
+
+
+def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes, n_classes) int64 counts; row = actual class, column = predicted class."""
+    actual = np.asarray(actual, np.int64).reshape(-1)
+    predicted = np.asarray(predicted, np.int64).reshape(-1)
+    return np.bincount(actual * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def regression_metrics(expected: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Mean squared and mean absolute error of two equally long series."""
+    err = np.asarray(predicted, np.float64).reshape(-1) - np.asarray(expected, np.float64).reshape(-1)
+    return {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err)))}

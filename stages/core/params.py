@@ -224,9 +224,9 @@ def validate_top_level(data: dict[str, Any], examples: list[str], path: str = "p
     unknown = sorted(set(data) - set(TOP_LEVEL_KEYS) - set(examples))
     if unknown:
         raise ParamsError(
-            f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))}. "
-            f"Top-level keys are {', '.join(TOP_LEVEL_KEYS)} and one section per example "
-            f"({', '.join(examples)})."
+            f"{path}: unknown top-level key(s) {', '.join(map(repr, unknown))}: no module stages/<name>.py "
+            f"defines such an example. Top-level keys are {', '.join(TOP_LEVEL_KEYS)} and one section per example "
+            f"({', '.join(examples)}); check the spelling."
         )
     seed = data.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:

@@ -9,13 +9,15 @@ inputs DVC has not built yet, with a message saying which stage to run.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from stages.core.errors import InputError, ParamsError
-from stages.core.layout import Layout, discover_examples, raw_dir, run_key
-from stages.core.params import RunParams, load_run_params, read_params, validate_example, validate_top_level
+from stages.core.errors import InputError, ParamsError, StageError
+from stages.core.layout import SEEDED_STEPS, Layout, discover_examples, raw_dir, run_key
+from stages.core.params import dotted_key, load_run_params, read_params, validate_example, validate_top_level
 
 
 def load_example(name: str) -> ModuleType:
@@ -27,22 +29,53 @@ def load_example(name: str) -> ModuleType:
 
 @dataclass(frozen=True)
 class Run:
-    """What a step function receives: validated params, its paths, its raw data."""
+    """What one step of one run receives: its own params section, its paths, and (preprocess) its raw data.
 
-    params: RunParams
+    A step sees only what its stage declares in dvc.yaml: `params` is the
+    step's section with the variant's overrides merged (`<example>.<step>` and
+    `<example>.variants.<variant>`), and `seed` is there only for the steps that
+    list it (SEEDED_STEPS). A value from another step comes from the step's
+    input files, never from params.yaml.
+    """
+
+    example: str
+    variant: str
+    step: str
+    params: Any
     paths: Layout
-    raw: Path | None
+    raw: Path | None = None
+    _seed: int | None = field(default=None, repr=False)
+    _overrides: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def seed(self) -> int:
-        return self.params.seed
+        if self._seed is None:
+            raise StageError(
+                f"{self.step}@{self.paths.key} reads 'seed', which its stage does not list in dvc.yaml; "
+                f"only {', '.join(SEEDED_STEPS)} do."
+            )
+        return self._seed
+
+    def param_key(self, *path: str) -> str:
+        """The params.yaml key of one of this step's values, e.g. param_key("corpus"): the variant's if it sets it."""
+        return dotted_key(self.example, self.variant, self._overrides, self.step, *path)
 
 
-def make_run(example: str, variant: str | None, params_file: str = "params.yaml") -> tuple[ModuleType, Run]:
+def make_run(example: str, variant: str | None, step: str, params_file: str = "params.yaml") -> tuple[ModuleType, Run]:
+    """Validate the example's whole params section (every step, every variant); return (module, this step's Run)."""
     module = load_example(example)
-    params = load_run_params(example, variant, module.Params, discover_examples(), params_file)
-    dataset = module.dataset(params) if hasattr(module, "dataset") else None
-    return module, Run(params=params, paths=Layout(run_key(example, params.variant)), raw=raw_dir(dataset) if dataset else None)
+    params = load_run_params(example, variant, module.Params, discover_examples(params_file), params_file)
+    dataset = module.dataset(params.steps) if step == "preprocess" and hasattr(module, "dataset") else None
+    return module, Run(
+        example=example,
+        variant=params.variant,
+        step=step,
+        params=getattr(params.steps, step),
+        paths=Layout(run_key(example, params.variant)),
+        raw=raw_dir(dataset) if dataset else None,
+        _seed=params.seed if step in SEEDED_STEPS else None,
+        _overrides=params.overrides,
+    )
 
 
 _INPUTS = {
@@ -71,7 +104,7 @@ def check_all_params(params_file: str = "params.yaml") -> list[str]:
     path (a `dataset` outside the registry names a data/raw folder no stage makes).
     """
     data = read_params(params_file)
-    examples = discover_examples()
+    examples = discover_examples(params_file)
     validate_top_level(data, examples, params_file)
     problems, runs = [], []
     for example in examples:
