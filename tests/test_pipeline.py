@@ -12,9 +12,10 @@ import subprocess
 import pytest
 import yaml
 
-from stages.core.layout import Layout
+from stages.core.errors import StageError
+from stages.core.layout import SEEDED_STEPS, Layout
 from stages.core.params import STEPS
-from stages.core.run import discover_examples
+from stages.core.run import discover_examples, make_run
 
 from conftest import ROOT, assert_code_deps_match_imports, git, run, set_param, subprocess_env
 
@@ -47,11 +48,25 @@ def test_every_stage_declares_the_layout_paths_and_its_params():
         for step in STEPS:
             stage = stages[f"{step}@{key}"]
             assert sorted(o.def_path for o in stage.outs) == sorted(str(p) for p in Layout(key).outputs(step))
+            # exactly what the step's Run exposes: its section, its variant's overrides, and seed where seeded
             params = {k for p in stage.params for k in p.params}
-            assert f"{item['example']}.{step}" in params
-            assert f"{item['example']}.variants.{item['variant']}" in params
+            expected = {f"{item['example']}.{step}", f"{item['example']}.variants.{item['variant']}"}
+            assert params == expected | ({"seed"} if step in SEEDED_STEPS else set()), stage.name
             deps = {d.def_path for d in stage.deps}
             assert f"stages/{item['example']}.py" in deps and "stages/core" in deps
+
+
+@pytest.mark.parametrize("example", discover_examples(ROOT / "params.yaml"))
+def test_a_step_sees_only_its_own_section(example):
+    """What the README promises ("each stage lists exactly the params keys it reads") holds by construction."""
+    module, evaluate = make_run(example, None, "evaluate")
+    assert type(evaluate.params) is module.Params.model_fields["evaluate"].annotation
+    assert isinstance(evaluate.seed, int)
+    _, plot = make_run(example, None, "plot")
+    assert type(plot.params) is module.Params.model_fields["plot"].annotation
+    assert set(type(plot.params).model_fields) == set(yaml.safe_load((ROOT / "params.yaml").read_text())[example]["plot"])
+    with pytest.raises(StageError, match=rf"plot@{example}-\w+ reads 'seed', which its stage does not list in dvc.yaml"):
+        plot.seed
 
 
 def test_each_stage_depends_on_exactly_the_code_it_runs(built_project):

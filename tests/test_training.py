@@ -301,9 +301,9 @@ def test_lstm_samples_go_with_a_discarded_checkpoint(project, monkeypatch, capsy
     set_param(project, "lstm_text_generation.train.epochs", 1)
     args = ["lstm_text_generation", "--variant", "nietzsche"]
     assert in_process(capsys, "preprocess", *args)[0] == 0
-    _, run_ = make_run("lstm_text_generation", "nietzsche")
+    _, run_ = make_run("lstm_text_generation", "nietzsche", "train")
     meta = ltg.load_processed(run_.paths.processed)[2]
-    p = run_.params.train
+    p = run_.params
     # What a run killed after epoch 1 under another learning rate leaves behind:
     stale = run_fingerprint(run_)
     stale["train"]["learning_rate"] = p.learning_rate / 2
