@@ -66,7 +66,7 @@ def test_a_step_sees_only_its_own_section(example):
     assert type(plot.params) is module.Params.model_fields["plot"].annotation
     assert set(type(plot.params).model_fields) == set(yaml.safe_load((ROOT / "params.yaml").read_text())[example]["plot"])
     with pytest.raises(StageError, match=rf"plot@{example}-\w+ reads 'seed', which its stage does not list in dvc.yaml"):
-        plot.seed
+        _ = plot.seed
 
 
 def test_each_stage_depends_on_exactly_the_code_it_runs(built_project):
