@@ -60,6 +60,7 @@ def stages_cmd(*args: str) -> list[str]:
 def tiny(project: Path, n_points: int = 1000, epochs: int = EPOCHS) -> None:
     """An epoch of 40 batches of 25: well under a second."""
     set_param(project, "stateful_lstm.preprocess.n_points", n_points)
+    set_param(project, "stateful_lstm.variants.lahead5000", {"preprocess": {"lahead": n_points // 2}})  # lahead < n_points
     set_param(project, "stateful_lstm.train.batch_size", 25)
     set_param(project, "stateful_lstm.train.epochs", epochs)
 
