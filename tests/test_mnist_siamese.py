@@ -73,7 +73,7 @@ def test_draws_are_one_to_nine():
 
 def test_create_pairs_rejects_wrong_increments():
     labels = np.repeat(np.arange(10), 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"increments must have shape \(10, 2\)"):
         ms.create_pairs(labels, np.ones((10, 5), dtype=np.int64))
 
 
