@@ -28,21 +28,28 @@ Differences from the original:
 * Batches are reshuffled each epoch with a seeded stateless permutation
   (Keras' fit shuffled the in-memory arrays unseeded).
 * evaluate adds ROC AUC over the distances and the best threshold (chosen on
-  train pairs, reported on test pairs) beside the original's accuracy at 0.5.
-* plot adds distance histograms and a PCA view of the test embeddings.
+  train pairs, reported on test pairs) beside the original's accuracy at
+  `evaluate.threshold` (0.5 as the original's); it records both thresholds in
+  data/predictions/<run>/meta.json.
+* plot adds a histogram of the test distances, with the two thresholds
+  evaluate used as vertical lines (from that meta.json), and a PCA view of the
+  test embeddings (full SVD: deterministic without a seed).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
+from stages.core.layout import META
 from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
+from stages.core.run import Run
 
 N_CLASSES = 10
 N_PARAMS = 133_504  # trainable parameters of the base network (784*128+128 + 2*(128*128+128))
@@ -79,7 +86,8 @@ class Params(ExampleParams):
     plot: Plot
 
 
-def dataset(params) -> str:
+def dataset(params: Params) -> str:
+    """The dataset preprocess reads (make_run finds its data/raw folder with this)."""
     return params.preprocess.dataset
 
 
@@ -162,6 +170,38 @@ def best_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, floa
     return float(t), float(correct[k] / len(d))
 
 
+def roc_auc(distances: np.ndarray, same: np.ndarray) -> float:
+    """Area under the ROC curve of "same" scored by -distance (closer = more alike)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.asarray(same).reshape(-1), -np.asarray(distances, np.float64).reshape(-1)))
+
+
+def score(distances: Mapping[str, np.ndarray], same: Mapping[str, np.ndarray], threshold: float) -> dict[str, Any]:
+    """Every number of metrics/<run>.json, from the "train" and "test" distances and labels.
+
+    Per split: accuracy at `threshold` (the original's metric), ROC AUC, pair
+    count. best_threshold: the threshold best on train pairs, and its accuracy
+    on train and on test pairs (test pairs never choose it).
+    """
+    metrics: dict[str, Any] = {
+        split: {
+            "accuracy": pair_accuracy(distances[split], same[split], threshold),
+            "roc_auc": roc_auc(distances[split], same[split]),
+            "pairs": len(distances[split]),
+        }
+        for split in ("train", "test")
+    }
+    best, train_accuracy = best_threshold(distances["train"], same["train"])
+    metrics["best_threshold"] = {
+        "threshold": best,
+        "train_accuracy": train_accuracy,
+        "test_accuracy": pair_accuracy(distances["test"], same["test"], best),
+    }
+    metrics["threshold"] = threshold
+    return metrics
+
+
 def histogram(distances: np.ndarray, same: np.ndarray, bins: int) -> dict[str, np.ndarray]:
     """Counts of same and different pairs per distance bin: {distance (bin centre), same, different}."""
     d = np.asarray(distances, np.float64).reshape(-1)
@@ -174,8 +214,8 @@ def histogram(distances: np.ndarray, same: np.ndarray, bins: int) -> dict[str, n
     }
 
 
-def build_model(learning_rate: float, dropout: float, margin: float):
-    """Returns (siamese model: two (28, 28) inputs -> (batch, 1) distance, base network)."""
+def build_model(learning_rate: float, dropout: float, margin: float) -> tuple[Any, Any]:
+    """(siamese model: two (28, 28) inputs -> (batch, 1) distance, its base network), compiled."""
     import keras
     from keras import ops
 
@@ -213,7 +253,7 @@ def build_model(learning_rate: float, dropout: float, margin: float):
     return model, base
 
 
-def _gather_fn(images: np.ndarray):
+def _gather_fn(images: np.ndarray) -> Any:
     """map_fn for training.batches: (B, 2) index pairs, labels -> ((B, 28, 28) x2 in [0, 1], labels)."""
     import tensorflow as tf
 
@@ -226,14 +266,24 @@ def _gather_fn(images: np.ndarray):
     return fn
 
 
+def _distances(model: Any, images: np.ndarray, pairs: np.ndarray, batch_size: int) -> np.ndarray:
+    """(P,) float32 distances the model gives the pairs, in order."""
+    from stages import training
+
+    data, steps = training.batches(
+        [pairs, np.zeros(len(pairs), np.uint8)], batch_size, seed=0, shuffle=False, map_fn=_gather_fn(images)
+    )
+    return model.predict(data.map(lambda xy, _: (xy,)), steps=steps, verbose=0).reshape(-1).astype(np.float32)
+
+
 # --- steps -------------------------------------------------------------------
 
 
-def preprocess(run) -> None:
-    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(
-        run.raw
-    )
-    arrays, meta = {}, {"dataset": run.params.preprocess.dataset}
+def preprocess(run: Run) -> None:
+    """Images and labels as uint8, and each split's pairs as indices into its images."""
+    dataset_name = run.params.dataset
+    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{dataset_name}").load(run.raw)
+    arrays, meta = {}, {"dataset": dataset_name}
     for index, (name, x, y) in enumerate((("train", x_train, y_train), ("test", x_test, y_test))):
         rng = np.random.default_rng([run.seed, index])
         pairs, same = create_pairs(y, draw_increments(rng, pair_count(y)))
@@ -243,19 +293,19 @@ def preprocess(run) -> None:
     meta["layout"] = "x_*: (N, 28, 28) uint8; y_*: (N,) uint8; pairs_*: (P, 2) int32 indices into x_*; same_*: (P,) uint8"
     with atomic_dir(run.paths.processed) as out:
         save_arrays(out, arrays)
-        write_json(out / "meta.json", meta)
+        write_json(out / META, meta)
 
 
-def train(run) -> None:
+def train(run: Run) -> None:
+    """Fit the siamese model on the train pairs with the contrastive loss; save it with its build arguments."""
     from stages import training
 
     with training.train_guard(run):
-        p = run.params.train
-        folder = run.paths.processed
+        p, folder = run.params, run.paths.processed
         x, pairs, same = load_array(folder, "x_train"), load_array(folder, "pairs_train"), load_array(folder, "same_train")
         training.seed_everything(run.seed)
-        model, base = build_model(p.learning_rate, p.dropout, p.margin)
-        assert base.count_params() == N_PARAMS, f"base network has {base.count_params()} parameters, expected {N_PARAMS}"
+        build = {"learning_rate": p.learning_rate, "dropout": p.dropout, "margin": p.margin}
+        model, base = build_model(**build)
         gather = _gather_fn(x)
         training.fit(
             model,
@@ -266,86 +316,63 @@ def train(run) -> None:
             epochs=p.epochs,
             verbose=2,
         )
-        training.save_trained(
-            model,
-            run,
-            {"learning_rate": p.learning_rate, "dropout": p.dropout, "margin": p.margin, "parameters": base.count_params()},
-        )
+        training.save_trained(model, run, build, {"parameters": base.count_params()})
 
 
-def _distances(model, images: np.ndarray, pairs: np.ndarray, batch_size: int) -> np.ndarray:
+def evaluate(run: Run) -> None:
+    """Distances of every train and test pair, test embeddings, the metrics, and the thresholds used."""
     from stages import training
 
-    data, steps = training.batches(
-        [pairs, np.zeros(len(pairs), np.uint8)], batch_size, seed=0, shuffle=False, map_fn=_gather_fn(images)
-    )
-    return model.predict(data.map(lambda xy, _: (xy,)), steps=steps, verbose=0).reshape(-1).astype(np.float32)
-
-
-def evaluate(run) -> None:
-    from sklearn.metrics import roc_auc_score
-
-    from stages.training import load_model_weights, seed_everything
-
-    p, folder = run.params.evaluate, run.paths.processed
-    config = read_json(run.paths.model / "model.json")
-    seed_everything(run.seed)
-    model, base = build_model(config["learning_rate"], config["dropout"], config["margin"])
-    load_model_weights(model, run.paths.model / "model.weights.h5")
-    out_arrays, metrics = {}, {}
-    for split in ("train", "test"):
-        x, pairs, same = (
-            load_array(folder, f"x_{split}"),
-            load_array(folder, f"pairs_{split}"),
-            load_array(folder, f"same_{split}"),
-        )
-        d = _distances(model, x, pairs, p.batch_size)
-        out_arrays[f"distances_{split}"] = d
-        metrics[split] = {
-            "accuracy": pair_accuracy(d, same, p.threshold),
-            "roc_auc": float(roc_auc_score(same, -d)),
-            "pairs": int(len(d)),
-        }
-    t, train_acc = best_threshold(out_arrays["distances_train"], load_array(folder, "same_train"))
-    metrics["best_threshold"] = {
-        "threshold": t,
-        "train_accuracy": train_acc,
-        "test_accuracy": pair_accuracy(out_arrays["distances_test"], load_array(folder, "same_test"), t),
+    p, folder = run.params, run.paths.processed
+    training.seed_everything(run.seed)
+    (model, base), _ = training.load_trained(run, build_model)
+    distances = {
+        split: _distances(model, load_array(folder, f"x_{split}"), load_array(folder, f"pairs_{split}"), p.batch_size)
+        for split in ("train", "test")
     }
-    metrics["threshold"] = p.threshold
+    metrics = score(distances, {split: load_array(folder, f"same_{split}") for split in ("train", "test")}, p.threshold)
     x_test = load_array(folder, "x_test").astype(np.float32) / 255.0
-    out_arrays["embeddings_test"] = base.predict(x_test, batch_size=p.batch_size, verbose=0).astype(np.float32)
+    embeddings = base.predict(x_test, batch_size=p.batch_size, verbose=0).astype(np.float32)
     with atomic_dir(run.paths.predictions) as out:
-        save_arrays(out, out_arrays)
+        save_arrays(
+            out, {"distances_train": distances["train"], "distances_test": distances["test"], "embeddings_test": embeddings}
+        )
+        write_json(out / META, {"threshold": p.threshold, "best_threshold": metrics["best_threshold"]["threshold"]})
     write_metrics(run.paths.metrics, metrics)
+    best = metrics["best_threshold"]
     print(
         f"accuracy at d < {p.threshold}: train {metrics['train']['accuracy']:.4f}, test {metrics['test']['accuracy']:.4f}; "
-        f"test ROC AUC {metrics['test']['roc_auc']:.4f}; best threshold {t:.3f} -> test {metrics['best_threshold']['test_accuracy']:.4f}"
+        f"test ROC AUC {metrics['test']['roc_auc']:.4f}; best threshold {best['threshold']:.3f} -> test {best['test_accuracy']:.4f}"
     )
 
 
-def plot(run) -> None:
+def plot(run: Run) -> None:
+    """Histogram of test distances with evaluate's thresholds, and the test embeddings' PCA."""
     from sklearn.decomposition import PCA
 
     from stages.plotting import png, thin
 
-    p = run.params.plot
+    p = run.params
     d = load_array(run.paths.predictions, "distances_test")
+    thresholds = read_json(run.paths.predictions / META)  # what evaluate used: {threshold, best_threshold}
     same = load_array(run.paths.processed, "same_test")
     labels = load_array(run.paths.processed, "y_test")
     emb = load_array(run.paths.predictions, "embeddings_test")
     hist = histogram(d, same, p.bins)
-    xy = PCA(n_components=2, random_state=run.seed).fit_transform(emb)
+    xy = PCA(n_components=2, svd_solver="full").fit_transform(emb)  # full SVD: no randomness, so no seed
     keep = thin(len(xy), p.max_points)
     with atomic_dir(run.paths.figures) as out:
         write_csv(out / "distances.csv", hist)
+        write_json(out / "thresholds.json", {key: thresholds[key] for key in ("threshold", "best_threshold")})
         write_csv(out / "embeddings.csv", {"pc1": xy[keep, 0], "pc2": xy[keep, 1], "label": labels[keep]})
         with png(out / "distances.png", figsize=(8, 5), dpi=100) as fig:
             ax = fig.subplots()
             width = hist["distance"][1] - hist["distance"][0]
             ax.bar(hist["distance"], hist["same"], width=width, alpha=0.6, label="same class")
             ax.bar(hist["distance"], hist["different"], width=width, alpha=0.6, label="different class")
-            ax.axvline(0.5, color="k", linestyle="--", linewidth=1, label="threshold 0.5")
+            threshold, best = thresholds["threshold"], thresholds["best_threshold"]
+            ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+            ax.axvline(best, color="k", linestyle=":", linewidth=1, label=f"best threshold on train {best:.3g}")
             ax.set_xlabel("distance")
             ax.set_ylabel("test pairs")
             ax.set_title(f"Distances of test pairs ({run.paths.key})")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stages import mnist_siamese as ms
-from tests.conftest import run
+from tests.conftest import assert_code_deps_match_imports, run, set_param
 from tests.fixtures import write_mnist_npz
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -73,7 +73,7 @@ def test_draws_are_one_to_nine():
 
 def test_create_pairs_rejects_wrong_increments():
     labels = np.repeat(np.arange(10), 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"increments must have shape \(10, 2\)"):
         ms.create_pairs(labels, np.ones((10, 5), dtype=np.int64))
 
 
@@ -93,6 +93,19 @@ def test_best_threshold_matches_brute_force():
     assert ms.pair_accuracy(d, same, t) == pytest.approx(acc)
 
 
+def test_score_uses_the_threshold_and_picks_the_best_on_train_only():
+    same = {"train": np.array([1, 1, 0, 0]), "test": np.array([1, 1, 0, 0])}
+    distances = {"train": np.array([0.1, 0.3, 0.7, 0.9]), "test": np.array([0.6, 0.2, 0.4, 0.9])}
+    metrics = ms.score(distances, same, threshold=0.5)
+    assert metrics["threshold"] == 0.5
+    assert metrics["train"] == {"accuracy": 1.0, "roc_auc": 1.0, "pairs": 4}
+    # test: 0.6 (same) is missed and 0.4 (different) taken at 0.5; ranks: 0.2 < 0.4 < 0.6 < 0.9 -> AUC 3/4
+    assert metrics["test"] == {"accuracy": 0.5, "roc_auc": 0.75, "pairs": 4}
+    # chosen on train (midway between 0.3 and 0.7), whatever would suit test better
+    assert metrics["best_threshold"] == {"threshold": pytest.approx(0.5), "train_accuracy": 1.0, "test_accuracy": 0.5}
+    assert ms.score(distances, same, threshold=0.95)["train"]["accuracy"] == 0.5
+
+
 def test_histogram_counts_every_pair():
     d = np.array([0.0, 0.1, 0.5, 1.0, 2.0])
     h = ms.histogram(d, np.array([1, 1, 0, 0, 0]), bins=4)
@@ -109,16 +122,37 @@ def test_contrastive_loss_and_distance():
     assert float(loss) == pytest.approx((0.75**2 + 0.5**2) / 2)
 
 
-def test_pipeline_end_to_end(project):
-    """Real DVC: fixture mnist.npz recorded as download@mnist's result, then the whole pipeline."""
+def test_pipeline_end_to_end_and_plotted_threshold_follows_evaluate(project):
+    """Real DVC: fixture mnist.npz recorded as download@mnist's result, the whole pipeline, then evaluate.threshold 0.8."""
     write_mnist_npz(project / "data/raw/mnist", n_train=600, n_test=200)
     run(["dvc", "commit", "-f", "download@mnist"], project)
     run(["dvc", "repro", "plot@mnist_siamese-mlp"], project)
     metrics = json.loads((project / "metrics/mnist_siamese-mlp.json").read_text())
     assert metrics["train"]["pairs"] == 20 * (60 - 1) and metrics["test"]["pairs"] == 20 * (20 - 1)
     assert metrics["test"]["accuracy"] > 0.6 and metrics["test"]["roc_auc"] > 0.7
+    config = json.loads((project / "models/mnist_siamese-mlp/model.json").read_text())
+    assert config == {"build": {"learning_rate": 0.001, "dropout": 0.1, "margin": 1.0}, "info": {"parameters": ms.N_PARAMS}}
     figures = project / "plots/mnist_siamese-mlp/figures"
     for name in ("distances.csv", "distances.png", "embeddings.csv", "embeddings.png"):
         assert (figures / name).is_file(), name
+    drawn = json.loads((figures / "thresholds.json").read_text())
+    assert drawn == {"threshold": 0.5, "best_threshold": metrics["best_threshold"]["threshold"]}
     status = run(["dvc", "status", "plot@mnist_siamese-mlp"], project).stdout
     assert "changed" not in status
+
+    # evaluate.threshold changed: evaluate and plot run again, and the line plot draws moves with it
+    before = {name: (figures / name).read_bytes() for name in ("distances.csv", "embeddings.csv", "distances.png")}
+    set_param(project, "mnist_siamese.evaluate.threshold", 0.8)
+    repro = run(["dvc", "repro", "plot@mnist_siamese-mlp"], project).stdout
+    assert "Running stage 'evaluate@mnist_siamese-mlp'" in repro and "Running stage 'train@mnist_siamese-mlp'" not in repro
+    meta = json.loads((project / "data/predictions/mnist_siamese-mlp/meta.json").read_text())
+    assert meta["threshold"] == 0.8
+    assert json.loads((figures / "thresholds.json").read_text())["threshold"] == 0.8
+    assert json.loads((project / "metrics/mnist_siamese-mlp.json").read_text())["threshold"] == 0.8
+    # same predictions, so the data plots are byte-identical (PCA needs no seed); only the picture's line moved
+    assert (figures / "distances.csv").read_bytes() == before["distances.csv"]
+    assert (figures / "embeddings.csv").read_bytes() == before["embeddings.csv"]
+    moved = (figures / "distances.png").read_bytes() != before["distances.png"]
+    assert moved, "distances.png is byte-identical after evaluate.threshold changed: its threshold line did not move"
+    steps = {f"{step}@mnist_siamese-mlp" for step in ("preprocess", "train", "evaluate", "plot")}
+    assert steps <= assert_code_deps_match_imports(project)
