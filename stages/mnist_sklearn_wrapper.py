@@ -253,7 +253,7 @@ def grid_search(x: np.ndarray, y: np.ndarray, p: Train, *, seed: int, verbose: i
     """Fit GridSearchCV over the train section's grid on x (n, 784) float32, y (n,) int labels; return the fitted search."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from stages.sklearn_keras_draft import keras_classifier  # moves to stages.training at integration
+    from stages.training import keras_classifier  # moves to stages.training at integration
 
     check_grid(p.grid)
     search = GridSearchCV(

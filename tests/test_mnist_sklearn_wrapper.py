@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from stages import mnist_sklearn_wrapper as m
-from stages import sklearn_keras_draft as wrappers  # stages.training once the integrator moves it there
+from stages import training as wrappers  # stages.training once the integrator moves it there
 from stages.core.errors import ParamsError
 from stages.core.metrics import cross_entropy
 from tests.conftest import ROOT, run
@@ -149,7 +149,7 @@ def test_keras_classifier_clones_with_fit_kwargs_and_pickles_by_name():
 
 
 def test_importing_the_module_and_wrapper_does_not_import_keras():
-    code = "import sys, stages.mnist_sklearn_wrapper, stages.sklearn_keras_draft; print('keras' in sys.modules)"
+    code = "import sys, stages.mnist_sklearn_wrapper, stages.training; print('keras' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
