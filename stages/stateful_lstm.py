@@ -31,7 +31,7 @@ from stages.core.files import atomic_dir, load_array, read_json, save_arrays, wr
 from stages.core.layout import META
 from stages.core.metrics import regression_metrics, write_metrics
 from stages.core.params import ExampleParams, Section
-from stages.core.run import Run
+from stages.core.run import Comparison, Run
 
 if TYPE_CHECKING:
     import keras
@@ -221,3 +221,54 @@ def plot(run: Run) -> None:
             ax = fig.subplots()
             ax.plot(steps + 1, loss, marker="o")
             ax.set(title=f"Training loss (MSE), {run.paths.key}", xlabel="epoch", ylabel="loss", yscale="log")
+
+
+# --- compare: the three lahead runs side by side -------------------------------
+
+
+def comparison_table(metrics: dict[str, dict]) -> dict[str, list]:
+    """One row per variant: lahead, model and naive MSE and MAE, and the model's MSE as a multiple of the naive one."""
+    rows = sorted(metrics.items(), key=lambda item: item[1]["lahead"])
+    return {
+        "variant": [v for v, _ in rows],
+        "lahead": [m["lahead"] for _, m in rows],
+        "model_mse": [m["model"]["mse"] for _, m in rows],
+        "naive_mse": [m["naive_last_value"]["mse"] for _, m in rows],
+        "model_mae": [m["model"]["mae"] for _, m in rows],
+        "naive_mae": [m["naive_last_value"]["mae"] for _, m in rows],
+        "mse_ratio_to_naive": [m["mse_ratio_to_naive"] for _, m in rows],
+    }
+
+
+def compare(c: Comparison) -> None:
+    """Every lahead's expected-vs-predicted figure and its MSE against the naive forecast, side by side."""
+    import pandas as pd
+
+    from stages.plotting import png
+
+    table = comparison_table({v: read_json(paths.metrics) for v, paths in c.runs.items()})
+    with atomic_dir(c.out) as out:
+        write_csv(out / "table.csv", table)
+        with png(out / "predictions.png", figsize=(5 * len(table["variant"]), 4.5), dpi=100) as fig:
+            axes = np.atleast_1d(fig.subplots(1, len(table["variant"]), sharey=True))
+            for ax, variant, mse, naive in zip(axes, table["variant"], table["model_mse"], table["naive_mse"], strict=True):
+                frame = pd.read_csv(c.runs[variant].figures / "predictions.csv")
+                ax.plot(frame["step"], frame["expected"], label="expected", linewidth=1)
+                ax.plot(frame["step"], frame["predicted"], label="predicted", linewidth=1)
+                ax.set_title(f"{variant}: MSE {mse:.3g} (naive {naive:.3g})")
+                ax.set_xlabel("step")
+            axes[0].set_ylabel("mean of the next lahead values")
+            axes[0].legend()
+        with png(out / "mse.png", figsize=(6, 4), dpi=100) as fig:
+            ax = fig.subplots()
+            x = np.arange(len(table["variant"]))
+            ax.bar(x - 0.2, table["model_mse"], width=0.4, label="model")
+            ax.bar(x + 0.2, table["naive_mse"], width=0.4, label="naive: repeat the current value")
+            ax.set(
+                xticks=x,
+                xticklabels=table["variant"],
+                yscale="log",
+                ylabel="MSE (log scale)",
+                title="stateful_lstm: MSE per lahead",
+            )
+            ax.legend()

@@ -86,15 +86,15 @@ def test_pipeline_end_to_end(project):
     write_mnist_npz(project / "data/raw/mnist", n_train=600, n_test=200)
     run(["dvc", "commit", "-f", "download@mnist"], project)
     run(["dvc", "repro", "plot@mnist_irnn-irnn"], project)
-    metrics = json.loads((project / "metrics/mnist_irnn-irnn.json").read_text())
+    metrics = json.loads((project / "metrics/mnist_irnn/irnn.json").read_text())
     assert metrics["test_samples"] == 200
     assert metrics["test"]["accuracy"] > 0.15  # chance (and a collapsed model) is 0.1 on the balanced fixture
-    figures = project / "plots/mnist_irnn-irnn/figures"
+    figures = project / "plots/mnist_irnn/irnn/figures"
     confusion = pd.read_csv(figures / "confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 200
     for name in ("confusion.png", "training.png"):
         assert (figures / name).is_file(), name
-    assert (project / "plots/mnist_irnn-irnn/training/plots/metrics/val_accuracy.tsv").is_file()
+    assert (project / "plots/mnist_irnn/irnn/training/plots/metrics/val_accuracy.tsv").is_file()
     assert "changed" not in run(["dvc", "status", "plot@mnist_irnn-irnn"], project).stdout
     probabilities = np.load(project / "data/predictions/mnist_irnn-irnn/probabilities.npy")
     y_test = np.load(project / "data/processed/mnist_irnn-irnn/y_test.npy")

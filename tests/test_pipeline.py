@@ -120,6 +120,27 @@ def test_changing_one_variant_reruns_only_that_variant(built_copy):
     assert ran_stages(out.stdout) - {"download@mnist"} == {f"{s}@stateful_lstm-lahead20" for s in STEPS}
 
 
+def test_compare_puts_every_variant_side_by_side_and_a_new_variant_reruns_only_itself(built_copy):
+    table = (built_copy / "plots/compare/stateful_lstm/table.csv").read_text().splitlines()
+    assert table[0].startswith("variant,lahead,model_mse,naive_mse")
+    assert [row.split(",")[:2] for row in table[1:]] == [["lahead1", "1"], ["lahead20", "20"], ["lahead5000", "5000"]]
+    assert (built_copy / "plots/compare/stateful_lstm/predictions.png").stat().st_size > 10_000
+
+    set_param(built_copy, "stateful_lstm.variants.lahead2", {"preprocess": {"lahead": 2}})
+    dvc_yaml = built_copy / "dvc.yaml"
+    dvc_yaml.write_text(
+        dvc_yaml.read_text().replace(
+            "      stateful_lstm-lahead20:",
+            "      stateful_lstm-lahead2: {example: stateful_lstm, variant: lahead2, source: stages/stateful_lstm.py, "
+            "loader: stages/stateful_lstm.py}\n      stateful_lstm-lahead20:",
+        )
+    )
+    out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
+    assert ran_stages(out.stdout) - {"download@mnist"} == {f"{s}@stateful_lstm-lahead2" for s in STEPS} | {"compare@stateful_lstm"}
+    variants = [row.split(",")[0] for row in (built_copy / "plots/compare/stateful_lstm/table.csv").read_text().splitlines()[1:]]
+    assert variants == ["lahead1", "lahead2", "lahead20", "lahead5000"]
+
+
 def test_train_param_change_reruns_only_its_downstream_and_diffs_across_branches(built_copy):
     """Change one training parameter on a branch: only that example's train/evaluate/plot re-run,
     and `dvc metrics diff`, `dvc params diff`, `dvc plots show/diff` report it against main."""
@@ -136,7 +157,7 @@ def test_train_param_change_reruns_only_its_downstream_and_diffs_across_branches
     git(built_copy, "commit", "-qm", "lr 0.01")
 
     diff = json.loads(run(["dvc", "metrics", "diff", "main", "--json"], built_copy).stdout)
-    key = "metrics/stateful_lstm-lahead1.json"
+    key = "metrics/stateful_lstm/lahead1.json"
     assert key in diff and "model.mse" in diff[key]
     assert diff[key]["model.mse"]["old"] != diff[key]["model.mse"]["new"]
 
@@ -147,7 +168,7 @@ def test_train_param_change_reruns_only_its_downstream_and_diffs_across_branches
     out_dir = built_copy / "plots-html"
     run(["dvc", "plots", "show", "-o", str(out_dir)], built_copy)
     html = (out_dir / "index.html").read_text()
-    for plot_id in ("plots/stateful_lstm-lahead20/figures/predictions.csv", "stateful_lstm training loss"):
+    for plot_id in ("plots/stateful_lstm/lahead20/figures/predictions.csv", "stateful_lstm training loss"):
         assert plot_id in html, f"{plot_id} is not on the plots page"
     assert (
         re.search(r"<img[^>]+stateful_lstm-lahead20_figures_predictions\.png", html)
@@ -205,15 +226,15 @@ def test_a_killed_write_leaves_nothing_git_or_dvc_sees(built_copy):
     code = (
         "import os, signal\n"
         "from stages.core.files import atomic_dir, atomic_file, write_text\n"
-        "with atomic_file('plots/stateful_lstm-lahead1/training/samples.md') as tmp:\n"
+        "with atomic_file('plots/stateful_lstm/lahead1/training/samples.md') as tmp:\n"
         "    tmp.write_text('half')\n"
-        "    with atomic_dir('plots/stateful_lstm-lahead1/figures') as out:\n"
+        "    with atomic_dir('plots/stateful_lstm/lahead1/figures') as out:\n"
         "        write_text(out / 'predictions.csv', 'half')\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     killed = subprocess.run(["python", "-c", code], cwd=built_copy, env=subprocess_env())
     assert killed.returncode == -signal.SIGKILL
-    left = [p.name for p in (built_copy / "plots" / "stateful_lstm-lahead1").rglob(".*.tmp*")]
+    left = [p.name for p in (built_copy / "plots" / "stateful_lstm" / "lahead1").rglob(".*.tmp*")]
     assert any(n.startswith(".figures.") for n in left) and any(n.startswith(".samples.md.") for n in left), left
     assert git(built_copy, "status", "--porcelain", "--untracked-files=all") == ""
     status = json.loads(
