@@ -14,13 +14,12 @@ Differences from the original:
 * The corpus is a parameter (`preprocess.corpus`): `nietzsche` (downloaded and
   checksummed by download@nietzsche) or a UTF-8 text file of your own, Chinese
   included, inside the project and declared as its run's source
-  (stages/datasets/text_file.py checks both before reading it). The recipe:
-    1. put the file in the project, e.g. texts/mine.txt;
-    2. in dvc.yaml, under preprocess's `foreach`, add the run
-       `lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`;
-    3. in params.yaml, under `lstm_text_generation.variants`, add
-       `mine: {preprocess: {corpus: texts/mine.txt}}`;
-    4. `dvc repro preprocess@lstm_text_generation-mine` (or plot@... for the whole run).
+  (stages/datasets/text_file.py checks both before reading it). The recipe: put
+  the file in the project (texts/mine.txt); in dvc.yaml, under preprocess's
+  `foreach`, add the run `lstm_text_generation-mine: {example: lstm_text_generation,
+  variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`;
+  in params.yaml, under `lstm_text_generation.variants`, add
+  `mine: {preprocess: {corpus: texts/mine.txt}}`; `dvc repro plot@lstm_text_generation-mine`.
   Lowercasing is a parameter too (on by default, as the original). Off, this
   file has 84 distinct characters, not the 58 that the notes' shapes show.
 * Windows are not stored one-hot: preprocess keeps the text once as integer
@@ -360,9 +359,8 @@ def preprocess(run: Run) -> None:
                 "starts": "(N,) int32 window starts",
             },
         )
-    print(
-        f"{where}: {len(text):,} characters, {len(chars)} symbols, {len(train_starts):,} training and {len(val_starts):,} validation windows"
-    )
+    counts = f"{len(text):,} characters, {len(chars)} symbols, {len(train_starts):,} training and {len(val_starts):,}"
+    print(f"{where}: {counts} validation windows")
 
 
 def load_processed(folder: Path) -> tuple[np.ndarray, list[str], dict]:
@@ -378,7 +376,7 @@ def write_samples(run: Run, entries: list[dict]) -> None:
 
 
 def samples_callback(run: Run, text_idx: np.ndarray, chars: list[str], maxlen: int, store: Path):
-    """After each epoch: seeded samples, added to `store` (kept with the checkpoint, gone with it) and to samples.md."""
+    """After each epoch: seeded samples, replacing any of a redone epoch (a resumed run redoes the cut-short one)."""
     import keras
 
     p = run.params
@@ -388,8 +386,8 @@ def samples_callback(run: Run, text_idx: np.ndarray, chars: list[str], maxlen: i
             return
         model = predictor(callback.model)
         entry = epoch_samples(model, text_idx, chars, maxlen, p.sample_length, p.temperatures, run.seed, epoch + 1)
-        kept = [e for e in stored_samples(store) if e["epoch"] <= epoch] + [entry]  # a redone epoch replaces its samples
-        write_json(store, {"entries": kept})
+        kept = [e for e in stored_samples(store) if e["epoch"] <= epoch] + [entry]
+        write_json(store, {"entries": kept})  # kept with the checkpoint, and discarded with it
         write_samples(run, kept)
         first = entry["samples"][0]
         print(f"\nepoch {epoch + 1}, seed {entry['seed_text']!r}, T={first['temperature']}: {first['text'][:120]!r}", flush=True)
@@ -415,7 +413,7 @@ def train(run: Run) -> None:
         validation = None
         if len(val_starts):
             validation, _ = training.batches([val_starts], p.batch_size, seed=run.seed, shuffle=False, map_fn=to_one_hot)
-        store = run.paths.checkpoints / SAMPLES_JSON  # in the checkpoint folder: discarded with a checkpoint that does not match
+        store = run.paths.checkpoints / SAMPLES_JSON  # goes with a checkpoint that is discarded
         training.fit(
             model,
             lambda first: training.batches(
@@ -427,7 +425,7 @@ def train(run: Run) -> None:
             callbacks=[samples_callback(run, text_idx, chars, maxlen, store)],
             verbose=2,
         )
-        write_samples(run, stored_samples(store))  # whole even when nothing was left to train after a resume
+        write_samples(run, stored_samples(store))  # whole, even when a resume had no epoch left to train
         training.save_trained(model, run, build, {"parameters": model.count_params()})
 
 

@@ -205,6 +205,22 @@ def test_samples_survive_a_resume(tmp_path, monkeypatch):
     assert "## epoch 1" in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
 
 
+def test_plot_reads_the_dvclive_losses_and_renders_the_final_samples(tmp_path, monkeypatch):
+    """Without a hold-out train logs no val_loss: loss.csv then has the training loss only."""
+    monkeypatch.chdir(tmp_path)
+    run_ = Run("lstm_text_generation", "t", "plot", ltg.Plot(dpi=20), Layout("lstm_text_generation-t"))
+    (run_.paths.training / "plots" / "metrics").mkdir(parents=True)
+    (run_.paths.training / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n0\t2.5\n1\t2.0312345678\n")
+    chars = ltg.char_table(ENGLISH)
+    final = dict(ltg.epoch_samples(fake_predict(len(chars)), ltg.encode(ENGLISH, chars), chars, 10, 12, [0.5], 3, 0), epoch=None)
+    write_json(run_.paths.predictions / "samples.json", final)
+    ltg.plot(run_)
+    assert (run_.paths.figures / "loss.csv").read_text() == "epoch,loss\n1,2.5\n2,2.03123\n"
+    md = (run_.paths.figures / "samples.md").read_text(encoding="utf-8")
+    assert md.startswith("# Samples from the final model (lstm_text_generation-t)") and final["samples"][0]["text"] in md
+    assert (run_.paths.figures / "loss.png").stat().st_size > 1000
+
+
 def add_corpus_run(project, name: str, source: str, **preprocess) -> None:
     """The module docstring's recipe: a run under preprocess's foreach in dvc.yaml and a variant in params.yaml."""
     dvc_yaml = project / "dvc.yaml"
