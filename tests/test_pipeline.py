@@ -136,7 +136,9 @@ def test_compare_puts_every_variant_side_by_side_and_a_new_variant_reruns_only_i
         )
     )
     out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
-    assert ran_stages(out.stdout) - {"download@mnist"} == {f"{s}@stateful_lstm-lahead2" for s in STEPS} | {"compare@stateful_lstm"}
+    assert ran_stages(out.stdout) - {"download@mnist"} == {f"{s}@stateful_lstm-lahead2" for s in STEPS} | {
+        "compare@stateful_lstm"
+    }
     variants = [row.split(",")[0] for row in (built_copy / "plots/compare/stateful_lstm/table.csv").read_text().splitlines()[1:]]
     assert variants == ["lahead1", "lahead2", "lahead20", "lahead5000"]
 
