@@ -196,7 +196,7 @@ def test_repro_summary_reports_missing_data_and_keeps_going(built_copy):
 def test_cli_help_lists_examples_and_steps():
     out = run(["python", "-m", "stages", "--help"], ROOT).stdout
     commands = re.findall(r"^    (\w+)", out, flags=re.M)
-    assert commands[:7] == ["download", "preprocess", "train", "evaluate", "plot", "repro", "summary"]
+    assert commands[:9] == ["download", "preprocess", "train", "evaluate", "plot", "compare", "repro", "summary", "check"]
     assert f"examples: {', '.join(discover_examples())}\n" in out
     assert discover_examples() == [
         "lstm_text_generation",
