@@ -137,7 +137,7 @@ def test_dvc_repro_on_nietzsche(project):
     chars = read_json(project / "data/processed" / key / "chars.json")["chars"]
     assert chars == sorted(set(chars)) and all(c == c.lower() for c in chars)
 
-    metrics = read_json(project / "metrics" / f"{key}.json")
+    metrics = read_json(project / Layout(key).metrics)
     assert {"val_loss", "val_bits_per_char", "vocab_size"} <= set(metrics)
     assert all(isinstance(v, (int, float)) for v in metrics.values())  # numbers only: dvc metrics show stays a table
     assert metrics["val_bits_per_char"] == pytest.approx(metrics["val_loss"] / np.log(2))
@@ -145,7 +145,7 @@ def test_dvc_repro_on_nietzsche(project):
     assert sorted(p.name for p in (project / "data/predictions" / key).iterdir()) == ["samples.json"]
     final = read_json(project / "data/predictions" / key / "samples.json")
     assert final["epoch"] is None and [s["temperature"] for s in final["samples"]] == [0.2, 0.5, 1.0, 1.2]
-    rendered = (project / "plots" / key / "figures" / "samples.md").read_text(encoding="utf-8")
+    rendered = (project / Layout(key).figures / "samples.md").read_text(encoding="utf-8")
     assert rendered == ltg.samples_markdown(f"Samples from the final model ({key})", [final])
     assert "final model, temperature 0.2" in rendered and final["samples"][1]["text"] in rendered
     assert not list(project.glob("**/history.json"))
@@ -153,17 +153,17 @@ def test_dvc_repro_on_nietzsche(project):
     assert model_json["build"] == {"maxlen": 40, "vocab_size": len(chars), "units": 32, "learning_rate": 0.01}
     assert model_json["info"]["parameters"] == 4 * (32 * (len(chars) + 32) + 32) + (32 + 1) * len(chars)
 
-    samples = (project / "plots" / key / "training" / "samples.md").read_text(encoding="utf-8")
+    samples = (project / Layout(key).training / "samples.md").read_text(encoding="utf-8")
     for epoch in (1, 2):
         for t in (0.2, 1.0):
             assert f"epoch {epoch}, temperature {t}" in samples
     assert "Seed (offset" in samples
     assert (project / "models" / key / "model.weights.h5").is_file()
-    loss_csv = (project / "plots" / key / "figures" / "loss.csv").read_text().splitlines()
+    loss_csv = (project / Layout(key).figures / "loss.csv").read_text().splitlines()
     assert loss_csv[0] == "epoch,loss,val_loss" and len(loss_csv) == 3
-    tsv = (project / "plots" / key / "training" / "plots" / "metrics" / "val_loss.tsv").read_text().splitlines()
+    tsv = (project / Layout(key).training / "plots" / "metrics" / "val_loss.tsv").read_text().splitlines()
     assert [row.split(",")[2] for row in loss_csv[1:]] == [f"{float(line.split()[1]):.6g}" for line in tsv[1:]]
-    assert (project / "plots" / key / "figures" / "loss.png").stat().st_size > 1000
+    assert (project / Layout(key).figures / "loss.png").stat().st_size > 1000
 
     out = run(
         [

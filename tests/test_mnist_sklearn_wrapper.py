@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from stages import mnist_sklearn_wrapper as m
 from stages import training as wrappers  # stages.training once the integrator moves it there
 from stages.core.errors import ParamsError
+from stages.core.layout import Layout
 from stages.core.metrics import cross_entropy
 from tests.conftest import ROOT, run
 from tests.fixtures import image_arrays, write_mnist_npz
@@ -185,7 +186,7 @@ def test_dvc_repro_end_to_end(project):
     run(["dvc", "commit", "-f", "download@mnist"], project)  # record the fixture as download's output
     run(["dvc", "repro", "plot@mnist_sklearn_wrapper-grid"], project)
     key = "mnist_sklearn_wrapper-grid"
-    metrics = json.loads((project / f"metrics/{key}.json").read_text())
+    metrics = json.loads((project / Layout(key).metrics).read_text())
     assert set(metrics) == {
         "best_params",
         "best_cv_score",
@@ -206,9 +207,9 @@ def test_dvc_repro_end_to_end(project):
     saved = json.loads((project / f"models/{key}/model.json").read_text())
     assert set(saved["build"]) == {"dense_layer_sizes", "filters", "kernel_size", "pool_size", "learning_rate", "n_classes"}
     assert saved["info"]["best_params"] == metrics["best_params"] and saved["info"]["parameters"] > 0
-    lines = (project / f"plots/{key}/training/candidates.csv").read_text().splitlines()
+    lines = (project / Layout(key).training / "candidates.csv").read_text().splitlines()
     assert lines[0].startswith("candidate,dense_layer_sizes,epochs") and len(lines) == 1 + 2
-    assert sorted(p.name for p in (project / f"plots/{key}/figures").iterdir()) == ["candidates.png"]
+    assert sorted(p.name for p in (project / Layout(key).figures).iterdir()) == ["candidates.png"]
     assert sorted(p.name for p in (project / f"data/predictions/{key}").iterdir()) == ["predicted.npy", "probabilities.npy"]
     # Everything is recorded: a second repro has nothing to do.
     assert "up to date" in run(["dvc", "status", "plot@mnist_sklearn_wrapper-grid"], project).stdout
