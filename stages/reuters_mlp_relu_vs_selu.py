@@ -61,6 +61,7 @@ INDEX_FROM = 3  # raw word ids are shifted by this (0, 1, 2 are reserved)
 SKIP_TOP = 0  # no frequent word is dropped
 
 NETWORK_KEYS = ("layers", "units", "activation", "dropout", "dropout_rate", "initializer", "optimizer", "learning_rate")
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adamax": "Adamax", "nadam": "Nadam"}
 CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")  # the per-epoch numbers Keras' fit logs
 
 
@@ -79,7 +80,7 @@ class Train(Section):
     initializer: Literal["glorot_uniform", "glorot_normal", "lecun_normal", "lecun_uniform", "he_normal", "he_uniform"] = Field(
         description="kernel initializer of the hidden Dense layers"
     )
-    optimizer: Literal["sgd", "adam", "rmsprop", "adagrad", "adamax", "nadam"]
+    optimizer: Literal["sgd", "adam", "rmsprop", "adagrad", "adamax", "nadam"] = Field(description="a Keras optimizer")
     learning_rate: float = Field(gt=0, description="the optimizer's (Keras' 'sgd' default: 0.01)")
     batch_size: int = Field(ge=1)
     epochs: int = Field(ge=1)
@@ -227,16 +228,10 @@ def build_model(
     model = keras.Sequential(
         [keras.Input((inputs,)), *hidden, keras.layers.Dense(classes), keras.layers.Activation("softmax")]
     )  # the output layer keeps Dense's default initializer (glorot_uniform), as the original's
-    optimizers = {
-        "sgd": keras.optimizers.SGD,
-        "adam": keras.optimizers.Adam,
-        "rmsprop": keras.optimizers.RMSprop,
-        "adagrad": keras.optimizers.Adagrad,
-        "adamax": keras.optimizers.Adamax,
-        "nadam": keras.optimizers.Nadam,
-    }
     model.compile(
-        optimizer=optimizers[optimizer](learning_rate=learning_rate), loss="categorical_crossentropy", metrics=["accuracy"]
+        optimizer=getattr(keras.optimizers, OPTIMIZERS[optimizer])(learning_rate=learning_rate),
+        loss="categorical_crossentropy",
+        metrics=["accuracy"],
     )
     return model
 
@@ -266,10 +261,10 @@ def preprocess(run: Run) -> None:
     p = run.params
     arrays, _ = load_raw(run.raw)
     x, y = arrays["x"], np.asarray(arrays["y"]).reshape(-1)
-    if x.ndim != 1 or len(x) != len(y) or len(y) == 0 or y.min() < 0:
+    if x.ndim != 1 or len(x) != len(y) or len(y) == 0 or not 0 <= y.min() <= y.max() <= 255:
         raise DatasetError(
             f"{run.raw}/reuters.npz: expected 'x', a 1-D array of word-id lists, and 'y', as many topic numbers "
-            f"(>= 0); got x of shape {x.shape} and y of shape {y.shape}. Delete the folder and download it again."
+            f"in 0..255; got x of shape {x.shape} and y of shape {y.shape}. Delete the folder and download it again."
         )
     order = keras_order(len(x), p.shuffle_seed)
     x, y = x[order], y[order]

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from stages import reuters_mlp_relu_vs_selu as rv
+from stages.core.errors import ParamsError
 from stages.core.layout import Layout, run_key
-from stages.core.run import make_run
+from stages.core.run import Run, make_run
 from tests.conftest import ROOT, assert_code_deps_match_imports, run, set_param
 from tests.fixtures import write_reuters
 
@@ -83,6 +84,14 @@ def test_real_sizes_split_as_keras_does():
     assert rv.split_index(11_228, 0.2) == 8_982  # 8,982 / 2,246
     assert rv.validation_index(8_982, 0.1) == 8_083  # Keras validates on the last 899
     assert rv.validation_index(8_982, 0.0) == 8_982
+
+
+def test_a_test_split_leaving_no_training_newswire_names_its_key(tmp_path):
+    write_reuters(tmp_path / "raw", n=100)
+    p = rv.Preprocess(num_words=1000, test_split=0.999, shuffle_seed=113)
+    step = Run(EXAMPLE, "relu", "preprocess", p, Layout(run_key(EXAMPLE, "relu")), raw=tmp_path / "raw", _seed=1)
+    with pytest.raises(ParamsError, match=rf"'{EXAMPLE}.preprocess.test_split' = 0.999 leaves 0 training and 100 test"):
+        rv.preprocess(step)
 
 
 def test_score_by_hand():
@@ -165,10 +174,11 @@ def test_pipeline_end_to_end_then_a_third_network_alone(project, monkeypatch):
 
     # a third network: one variant in params.yaml and one run line in dvc.yaml; only its stages run
     set_param(project, f"{EXAMPLE}.variants.wide_adam", {"train": {"units": 32, "optimizer": "adam", "learning_rate": 0.01}})
+    third = run_key(EXAMPLE, "wide_adam")
+    entry = f"{third}: {{example: {EXAMPLE}, variant: wide_adam, source: data/raw/reuters, loader: stages/datasets/reuters.py}}"
     dvc_yaml = (project / "dvc.yaml").read_text()
     line = next(line for line in dvc_yaml.splitlines() if line.strip().startswith(f"{keys['selu']}:"))
-    (project / "dvc.yaml").write_text(dvc_yaml.replace(line, f"{line}\n{line.replace('selu', 'wide_adam')}"))
-    third = run_key(EXAMPLE, "wide_adam")
+    (project / "dvc.yaml").write_text(dvc_yaml.replace(line, f"{line}\n{line[: len(line) - len(line.lstrip())]}{entry}"))
     out = run(["dvc", "repro", *(f"plot@{run_key(EXAMPLE, v)}" for v in ("relu", "selu", "wide_adam"))], project).stdout
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {
         f"{s}@{third}" for s in ("preprocess", "train", "evaluate", "plot")
