@@ -19,6 +19,7 @@ import gc
 import os
 import time
 import tracemalloc
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="training steps timed per approach")
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
-    text = ltg.read_corpus(args.corpus, lowercase=True, min_chars=MAXLEN + 1)
+    text = Path(args.corpus).read_bytes().decode("utf-8").lower()
 
     t_new, peak_new, bytes_new, new = measure(compact, text)
     t_old, peak_old, bytes_old, old = measure(original, text)

@@ -59,6 +59,8 @@ def build_parser(examples: list[str], with_example_commands: bool = True) -> arg
         p = sub.add_parser(step, help=f"run the {step} step of an example")
         p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
         p.add_argument("--variant", help="which of the example's variants in params.yaml (default: the first)")
+    p = sub.add_parser("compare", help="draw every variant of an example side by side (examples with several variants)")
+    p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
     p = sub.add_parser("repro", help="dvc repro --keep-going, then a summary of what ran and what was skipped")
     p.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     sub.add_parser("summary", help="the summary `repro` prints, for the current state")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # A pipeline step needs no example's own commands: building them would import
     # (and make the step run) example modules the step has nothing to do with.
-    builtin = bool(argv) and argv[0] in ("download", *STEPS, "repro", "summary", "check")
+    builtin = bool(argv) and argv[0] in ("download", *STEPS, "compare", "repro", "summary", "check")
     args = build_parser(examples, with_example_commands=not builtin).parse_args(argv)
     if args.step in ("repro", "check"):
         from stages.core.run import check_all_params
@@ -100,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         stage = f"download@{args.dataset}"
     elif args.step in STEPS:
         stage = f"{args.step}@{run_key(args.example, args.variant or _first_variant(args.example))}"
+    elif args.step == "compare":
+        stage = f"compare@{args.example}"
     else:
         stage = args.step
     try:
@@ -115,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             module, run = make_run(args.example, args.variant, args.step)
             check_inputs(args.step, run)
             getattr(module, args.step)(run)
+        elif args.step == "compare":
+            from stages.core.run import make_comparison
+
+            module, comparison = make_comparison(args.example)
+            module.compare(comparison)
         else:
             args.func(args)
     except StageError as err:

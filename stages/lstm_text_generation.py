@@ -13,16 +13,13 @@ training loss of 2.285 after epoch 1 and 1.202 after epoch 40.
 Differences from the original:
 * The corpus is a parameter (`preprocess.corpus`): `nietzsche` (downloaded and
   checksummed by download@nietzsche) or a UTF-8 text file of your own, Chinese
-  included. Such a file must lie inside the project (a relative path, no `..`
-  out of it, no symlink leading outside) and be a declared dependency of the
-  run's preprocess stage, so that dvc.lock records what the model was trained
-  on; preprocess refuses anything else before reading it. The recipe:
-    1. put the file in the project, e.g. texts/mine.txt;
-    2. in dvc.yaml, under preprocess's `foreach`, add the run
-       `lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/lstm_text_generation.py}`;
-    3. in params.yaml, under `lstm_text_generation.variants`, add
-       `mine: {preprocess: {corpus: texts/mine.txt}}`;
-    4. `dvc repro preprocess@lstm_text_generation-mine` (or plot@... for the whole run).
+  included, inside the project and declared as its run's source
+  (stages/datasets/text_file.py checks both before reading it). The recipe: put
+  the file in the project (texts/mine.txt); in dvc.yaml, under preprocess's
+  `foreach`, add the run `lstm_text_generation-mine: {example: lstm_text_generation,
+  variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`;
+  in params.yaml, under `lstm_text_generation.variants`, add
+  `mine: {preprocess: {corpus: texts/mine.txt}}`; `dvc repro plot@lstm_text_generation-mine`.
   Lowercasing is a parameter too (on by default, as the original). Off, this
   file has 84 distinct characters, not the 58 that the notes' shapes show.
 * Windows are not stored one-hot: preprocess keeps the text once as integer
@@ -39,11 +36,11 @@ Differences from the original:
 * Samples are seeded (a numpy Generator seeded from params.yaml's seed and the
   epoch), so they repeat; all of them go to plots/<run>/training/samples.md,
   which a resumed run rebuilds whole from the list kept with its checkpoint.
-* evaluate's final samples (a fixed seed window, every temperature) are kept
-  in plots/<run>/figures/samples.md, beside the metrics rather than in them.
+* evaluate's final samples (a fixed seed window, every temperature) go to
+  data/predictions/<run>/samples.json; plot renders them as
+  plots/<run>/figures/samples.md, beside the metrics rather than in them.
 * `python -m stages generate lstm_text_generation --seed-text "..."
   --temperature 0.5 --length 400` writes text from the trained model.
-* Weights are saved as .weights.h5, with the build settings in model.json.
 """
 
 from __future__ import annotations
@@ -53,6 +50,7 @@ import importlib
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -61,11 +59,14 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from stages.core.errors import InputError, ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json, write_text
+from stages.core.layout import META
 from stages.core.metrics import write_metrics
 from stages.core.params import ExampleParams, Section
+from stages.core.run import Run
 
 TEXT_DATASETS = ("nietzsche",)  # modules of stages/datasets/ with text_file(folder)
-SAMPLES_FILE = "samples.md"
+SAMPLES_JSON, SAMPLES_MD = "samples.json", "samples.md"
+Predict = Callable[[np.ndarray], np.ndarray]  # (B, maxlen, V) float32 one-hot -> (B, V) probabilities
 
 
 class Preprocess(Section):
@@ -110,27 +111,19 @@ class Params(ExampleParams):
         problem = corpus_path_problem(p.corpus)
         if problem:
             raise ParamsError(corpus_refusal(key("preprocess", "corpus"), p.corpus, problem))
-        if p.max_chars:
+        if p.max_chars and too_short(p.max_chars, p.maxlen, p.validation_fraction):
             split = split_point(p.max_chars, p.validation_fraction)
-            held_out = p.max_chars - split
-            if split < p.maxlen + 1 or (p.validation_fraction > 0 and held_out < p.maxlen + 1):
-                raise ParamsError(
-                    f"'{key('preprocess', 'max_chars')}' = {p.max_chars} with '{key('preprocess', 'validation_fraction')}'"
-                    f" = {p.validation_fraction} leaves {split} training and {held_out} held-out characters; each part"
-                    f" needs at least '{key('preprocess', 'maxlen')}' + 1 = {p.maxlen + 1} (use 0 for the whole corpus)."
-                )
+            raise ParamsError(
+                f"'{key('preprocess', 'max_chars')}' = {p.max_chars} with '{key('preprocess', 'validation_fraction')}'"
+                f" = {p.validation_fraction} leaves {split} training and {p.max_chars - split} held-out characters; each"
+                f" part needs at least '{key('preprocess', 'maxlen')}' + 1 = {p.maxlen + 1} (use 0 for the whole corpus)."
+            )
         return self
 
 
-def dataset(params) -> str | None:
+def dataset(params: Params) -> str | None:
     """The download this run reads, or None when the corpus is a file path."""
     return params.preprocess.corpus if params.preprocess.corpus in TEXT_DATASETS else None
-
-
-# --- which corpus files may be read ------------------------------------------
-# A corpus file must be something DVC tracks: inside the project and a declared
-# dependency of the run's preprocess stage, so dvc.lock names what the model
-# learned from and generated samples (kept in git) cannot quote arbitrary files.
 
 
 def corpus_refusal(key: str, corpus: str, problem: str) -> str:
@@ -139,7 +132,7 @@ def corpus_refusal(key: str, corpus: str, problem: str) -> str:
         f"'{key}' = {corpus!r} {problem}. A corpus is {', '.join(map(repr, TEXT_DATASETS))} (a downloaded dataset) "
         "or a UTF-8 file inside the project that the run's preprocess stage declares as a dependency. Put the file "
         "in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
-        "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/lstm_text_generation.py}`; "
+        "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`; "
         "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`; "
         "then run `dvc repro preprocess@lstm_text_generation-mine`."
     )
@@ -159,79 +152,18 @@ def corpus_path_problem(corpus: str) -> str | None:
     return None
 
 
-def declared_deps(stage: str, root: Path) -> list[Path]:
-    """The dependencies DVC resolves for `stage` (e.g. preprocess@lstm_text_generation-mine), relative to root.
-
-    Asks DVC itself, so foreach entries and ${...} interpolation read as `dvc repro` reads them
-    (about 0.5 s, most of it importing DVC).
-    """
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo
-
-    try:
-        with Repo(os.fspath(root)) as repo:
-            stages = repo.stage.collect(stage)
-            return [Path(os.path.relpath(dep.fs_path, repo.root_dir)) for s in stages for dep in s.deps]
-    except DvcException as err:  # no such stage (a variant without its run), no dvc.yaml, ...
-        raise ParamsError(f"cannot be checked: DVC gives no stage {stage} here ({err})") from None
-
-
-def corpus_file(run, root: Path | None = None) -> Path:
-    """The file preprocess reads: the download, or a project file checked before anything reads it."""
-    corpus = run.params.preprocess.corpus
-    if run.raw is not None:
-        return importlib.import_module(f"stages.datasets.{corpus}").text_file(run.raw)
-    root = Path.cwd() if root is None else root
-    stage = f"preprocess@{run.paths.key}"
-
-    def refuse(problem: str) -> ParamsError:
-        return ParamsError(corpus_refusal(run.params.key("preprocess", "corpus"), corpus, problem))
-
-    problem = corpus_path_problem(corpus)
-    if problem:
-        raise refuse(problem)
-    path = Path(os.path.normpath(corpus))
-    target = (root / path).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise refuse(f"is a symlink to {target}, outside the project")
-    try:
-        deps = declared_deps(stage, root)
-    except ParamsError as err:
-        raise refuse(str(err)) from None
-    if not any(path == dep or path.is_relative_to(dep) for dep in deps):
-        raise refuse(
-            f"is not a dependency of {stage} in dvc.yaml (it has {', '.join(map(str, deps))}), so DVC would not "
-            f"track it; the run `{run.paths.key}` under preprocess's foreach needs `source: {path}`"
-        )
-    return path
-
-
 # --- pure functions ----------------------------------------------------------
 
 
-def read_corpus(path: str | Path, lowercase: bool, min_chars: int, max_chars: int = 0) -> str:
-    """The corpus as one string; a missing, empty, too short or non-UTF-8 file is an InputError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"corpus file {path} does not exist; expected a UTF-8 text file (or corpus 'nietzsche').")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(
-            f"corpus file {path} is not valid UTF-8 (byte {err.start}: {err.reason}); "
-            "expected a UTF-8 text file: re-save it as UTF-8 (e.g. `iconv -t UTF-8`)."
-        ) from None
-    if lowercase:
-        text = text.lower()
-    if max_chars:
-        text = text[:max_chars]
-    if len(text) < min_chars:
-        what = "empty" if not text else f"only {len(text)} characters long"
-        raise InputError(
-            f"corpus file {path} is {what}{' (after max_chars)' if max_chars else ''}; "
-            f"expected at least {min_chars} characters (maxlen + 1, and enough for the validation hold-out)."
-        )
-    return text
+def split_point(n_chars: int, validation_fraction: float) -> int:
+    """Index of the first held-out character."""
+    return n_chars - int(round(n_chars * validation_fraction))
+
+
+def too_short(n_chars: int, maxlen: int, validation_fraction: float) -> bool:
+    """Whether the training part, or a held-out part asked for, is too short for one window (maxlen + 1)."""
+    split = split_point(n_chars, validation_fraction)
+    return split < maxlen + 1 or (validation_fraction > 0 and n_chars - split < maxlen + 1)
 
 
 def char_table(text: str) -> list[str]:
@@ -243,49 +175,36 @@ def index_dtype(vocab_size: int) -> np.dtype:
     """The smallest unsigned integer type that holds indices 0..vocab_size-1."""
     if vocab_size <= 256:
         return np.dtype(np.uint8)
-    if vocab_size <= 65536:
-        return np.dtype(np.uint16)
-    return np.dtype(np.int32)
+    return np.dtype(np.uint16) if vocab_size <= 65536 else np.dtype(np.int32)
 
 
 def encode(text: str, chars: list[str]) -> np.ndarray:
     """(len(text),) char indices in the smallest dtype; every char must be in `chars`."""
-    dtype = index_dtype(len(chars))
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     table = np.array([ord(c) for c in chars], dtype=np.uint32)  # sorted, since chars is
     idx = np.searchsorted(table, codes)
     if len(codes) and (idx.max() >= len(table) or not np.array_equal(table[idx], codes)):
         missing = sorted({c for c in text if c not in set(chars)})
         raise InputError(f"characters {''.join(missing)!r} are not in the character table.")
-    return idx.astype(dtype)
+    return idx.astype(index_dtype(len(chars)))
 
 
-def decode(indices, chars: list[str]) -> str:
+def decode(indices: np.ndarray, chars: list[str]) -> str:
     return "".join(chars[int(i)] for i in indices)
 
 
 def window_starts(begin: int, end: int, maxlen: int, step: int) -> np.ndarray:
-    """(N,) int32 starts i = begin, begin+step, ... with i + maxlen < end.
-
-    Window i reads text[i:i+maxlen] and predicts text[i+maxlen], so every
-    character it touches lies in [begin, end).
-    """
+    """(N,) int32 starts begin, begin+step, ... with i + maxlen < end: every character a window reads is in [begin, end)."""
     return np.arange(begin, max(begin, end - maxlen), step, dtype=np.int32)
-
-
-def split_point(n_chars: int, validation_fraction: float) -> int:
-    """Index of the first held-out character."""
-    return n_chars - int(round(n_chars * validation_fraction))
 
 
 def windows(text_idx: np.ndarray, starts: np.ndarray, maxlen: int) -> tuple[np.ndarray, np.ndarray]:
     """x (N, maxlen) and y (N,) char indices: x[k] = text[s:s+maxlen], y[k] = text[s+maxlen]."""
     starts = np.asarray(starts, dtype=np.int64)
-    x = text_idx[starts[:, None] + np.arange(maxlen)]
-    return x, text_idx[starts + maxlen]
+    return text_idx[starts[:, None] + np.arange(maxlen)], text_idx[starts + maxlen]
 
 
-def one_hot_fn(text_idx: np.ndarray, maxlen: int, vocab_size: int):
+def one_hot_fn(text_idx: np.ndarray, maxlen: int, vocab_size: int) -> Callable:
     """A tf function: a batch of (B,) starts -> (x (B, maxlen, V), y (B, V)) float32 one-hot."""
     import tensorflow as tf
 
@@ -295,8 +214,7 @@ def one_hot_fn(text_idx: np.ndarray, maxlen: int, vocab_size: int):
     def fn(starts):
         starts = tf.cast(starts, tf.int32)
         x = tf.gather(text, starts[:, None] + offsets[None, :])
-        y = tf.gather(text, starts + maxlen)
-        return tf.one_hot(x, vocab_size), tf.one_hot(y, vocab_size)
+        return tf.one_hot(x, vocab_size), tf.one_hot(tf.gather(text, starts + maxlen), vocab_size)
 
     return fn
 
@@ -306,25 +224,14 @@ def sample_index(preds: np.ndarray, temperature: float, rng: np.random.Generator
     preds = np.asarray(preds, dtype=np.float64)
     with np.errstate(divide="ignore"):
         logits = np.log(preds) / temperature
-    logits -= logits.max()
-    probs = np.exp(logits)
-    probs /= probs.sum()
-    return int(np.argmax(rng.multinomial(1, probs)))
+    probs = np.exp(logits - logits.max())
+    return int(np.argmax(rng.multinomial(1, probs / probs.sum())))
 
 
 def generate(
-    predict, seed_idx: np.ndarray, length: int, temperatures: list[float], vocab_size: int, rng: np.random.Generator
+    predict: Predict, seed_idx: np.ndarray, length: int, temperatures: list[float], vocab_size: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
-    """Generate `length` indices per temperature from one seed window, sliding the window.
-
-    All temperatures run together as one batch, so a step costs one model call.
-
-    Args:
-        predict: (B, maxlen, V) float32 one-hot -> (B, V) probabilities.
-        seed_idx: (maxlen,) char indices.
-    Returns:
-        One (length,) array of generated indices per temperature.
-    """
+    """`length` indices per temperature from one (maxlen,) seed window, all temperatures in one batch per step."""
     maxlen = len(seed_idx)
     window = np.tile(np.asarray(seed_idx, dtype=np.int64), (len(temperatures), 1))
     out = np.zeros((len(temperatures), length), dtype=np.int64)
@@ -337,16 +244,18 @@ def generate(
     return list(out)
 
 
-def sample_rng(seed: int, epoch: int) -> np.random.Generator:
-    """The sampling generator of one epoch: depends only on (seed, epoch)."""
-    return np.random.default_rng([seed, epoch])
-
-
 def epoch_samples(
-    predict, text_idx: np.ndarray, chars: list[str], maxlen: int, length: int, temperatures: list[float], seed: int, epoch: int
+    predict: Predict,
+    text_idx: np.ndarray,
+    chars: list[str],
+    maxlen: int,
+    length: int,
+    temperatures: list[float],
+    seed: int,
+    epoch: int,
 ) -> dict:
-    """One epoch's samples: a seeded random seed window, then `length` chars per temperature."""
-    rng = sample_rng(seed, epoch)
+    """One epoch's samples: a seed window drawn by a generator seeded with (seed, epoch), then `length` chars per temperature."""
+    rng = np.random.default_rng([seed, epoch])
     start = int(rng.integers(0, len(text_idx) - maxlen))
     seed_idx = text_idx[start : start + maxlen]
     generated = generate(predict, seed_idx, length, temperatures, len(chars), rng)
@@ -369,22 +278,26 @@ def samples_markdown(title: str, entries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def score(val_loss: float | None, characters: int, vocab_size: int, val_windows: int) -> dict:
+    """metrics/<run>.json: the corpus counts, and with a hold-out its loss in nats and in bits per character."""
+    metrics: dict = {"characters": characters, "vocab_size": vocab_size, "val_windows": val_windows}
+    if val_loss is not None:
+        metrics.update(val_loss=val_loss, val_bits_per_char=val_loss / math.log(2))
+    return metrics
+
+
 def build_model(maxlen: int, vocab_size: int, units: int, learning_rate: float):
     """LSTM(units) -> Dense(V, softmax) on (None, maxlen, V) one-hot input."""
     import keras
 
     model = keras.Sequential(
-        [
-            keras.Input(shape=(maxlen, vocab_size)),
-            keras.layers.LSTM(units),
-            keras.layers.Dense(vocab_size, activation="softmax"),
-        ]
+        [keras.Input(shape=(maxlen, vocab_size)), keras.layers.LSTM(units), keras.layers.Dense(vocab_size, activation="softmax")]
     )
     model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate), loss="categorical_crossentropy")
     return model
 
 
-def predictor(model):
+def predictor(model) -> Predict:
     """A compiled (B, maxlen, V) -> (B, V) call, much faster than model.predict per step."""
     import tensorflow as tf
 
@@ -392,27 +305,35 @@ def predictor(model):
     return lambda x: fn(tf.constant(x)).numpy()
 
 
-def _check_temperatures(temperatures: list[float], key: str) -> None:
-    """For --temperature; params.yaml's temperatures are checked by Params."""
-    bad = [t for t in temperatures if not (t > 0 and math.isfinite(t))]
-    if bad:
-        raise ParamsError(f"'{key}' = {temperatures} is invalid: every temperature must be a finite number > 0 (got {bad}).")
-
-
 # --- steps -------------------------------------------------------------------
 
 
-def preprocess(run) -> None:
-    p = run.params.preprocess
-    path = corpus_file(run)
-    text = read_corpus(path, p.lowercase, p.maxlen + 1, p.max_chars)
+def corpus_text(run: Run) -> tuple[str, str]:
+    """(where, text): the verified download, or a project file that stages/datasets/text_file.py lets through."""
+    corpus = run.params.corpus
+    if run.raw is not None:
+        path = importlib.import_module(f"stages.datasets.{corpus}").text_file(run.raw)
+        return str(path), path.read_bytes().decode("utf-8")  # checksummed by its download
+    from stages.datasets import text_file
+
+    try:
+        return os.path.normpath(corpus), text_file.load(corpus, f"preprocess@{run.paths.key}")
+    except text_file.Refused as err:
+        raise ParamsError(corpus_refusal(run.param_key("corpus"), corpus, err.problem)) from None
+
+
+def preprocess(run: Run) -> None:
+    """The corpus as char indices, its character table, and the start of every training and held-out window."""
+    p = run.params
+    where, text = corpus_text(run)
+    text = text.lower() if p.lowercase else text
+    text = text[: p.max_chars] if p.max_chars else text
     split = split_point(len(text), p.validation_fraction)
-    if split < p.maxlen + 1 or (p.validation_fraction > 0 and len(text) - split < p.maxlen + 1):
+    if too_short(len(text), p.maxlen, p.validation_fraction):
         raise InputError(
-            f"corpus file {path} has {len(text)} characters; with "
-            f"'lstm_text_generation.preprocess.validation_fraction' = {p.validation_fraction} the training "
-            f"part ({split}) and the held-out part ({len(text) - split}) each need at least maxlen + 1 = "
-            f"{p.maxlen + 1} characters."
+            f"corpus {where} has {len(text)} characters{' (after max_chars)' if p.max_chars else ''}; with "
+            f"'{run.param_key('validation_fraction')}' = {p.validation_fraction} the training part ({split}) and the "
+            f"held-out part ({len(text) - split}) each need at least '{run.param_key('maxlen')}' + 1 = {p.maxlen + 1}."
         )
     chars = char_table(text)
     text_idx = encode(text, chars)
@@ -422,9 +343,9 @@ def preprocess(run) -> None:
         save_arrays(out, {"text": text_idx, "train_starts": train_starts, "val_starts": val_starts})
         write_json(out / "chars.json", {"chars": chars})
         write_json(
-            out / "meta.json",
+            out / META,
             {
-                "corpus": str(path),
+                "corpus": where,
                 "characters": len(text),
                 "vocab_size": len(chars),
                 "maxlen": p.maxlen,
@@ -438,75 +359,62 @@ def preprocess(run) -> None:
                 "starts": "(N,) int32 window starts",
             },
         )
-    print(
-        f"{path}: {len(text):,} characters, {len(chars)} symbols, "
-        f"{len(train_starts):,} training and {len(val_starts):,} validation windows"
-    )
+    counts = f"{len(text):,} characters, {len(chars)} symbols, {len(train_starts):,} training and {len(val_starts):,}"
+    print(f"{where}: {counts} validation windows")
 
 
 def load_processed(folder: Path) -> tuple[np.ndarray, list[str], dict]:
-    return load_array(folder, "text"), read_json(folder / "chars.json")["chars"], read_json(folder / "meta.json")
+    return load_array(folder, "text"), read_json(folder / "chars.json")["chars"], read_json(folder / META)
 
 
-def _samples_callback(run, text_idx, chars, maxlen, store: Path):
+def stored_samples(store: Path) -> list[dict]:
+    return read_json(store)["entries"] if store.is_file() else []
+
+
+def write_samples(run: Run, entries: list[dict]) -> None:
+    write_text(run.paths.training / SAMPLES_MD, samples_markdown(f"Samples after each epoch ({run.paths.key})", entries))
+
+
+def samples_callback(run: Run, text_idx: np.ndarray, chars: list[str], maxlen: int, store: Path):
+    """After each epoch: seeded samples, replacing any of a redone epoch (a resumed run redoes the cut-short one)."""
     import keras
 
-    p = run.params.train
+    p = run.params
 
-    def stored() -> list[dict]:
-        return read_json(store)["entries"] if store.is_file() else []
+    def on_epoch_end(epoch: int, logs: dict | None = None) -> None:
+        if not p.sample_length:
+            return
+        model = predictor(callback.model)
+        entry = epoch_samples(model, text_idx, chars, maxlen, p.sample_length, p.temperatures, run.seed, epoch + 1)
+        kept = [e for e in stored_samples(store) if e["epoch"] <= epoch] + [entry]
+        write_json(store, {"entries": kept})  # kept with the checkpoint, and discarded with it
+        write_samples(run, kept)
+        first = entry["samples"][0]
+        print(f"\nepoch {epoch + 1}, seed {entry['seed_text']!r}, T={first['temperature']}: {first['text'][:120]!r}", flush=True)
 
-    class Samples(keras.callbacks.Callback):
-        """After each epoch: seeded samples, kept with the checkpoint and written to samples.md."""
-
-        def __init__(self):
-            super().__init__()
-            self.entries_ = stored()
-
-        def on_train_begin(self, logs=None):
-            self.entries_[:] = stored()  # fit has now kept or discarded the checkpoint, samples.json with it
-
-        def on_epoch_end(self, epoch, logs=None):
-            if not p.sample_length:
-                return
-            entry = epoch_samples(
-                predictor(self.model), text_idx, chars, maxlen, p.sample_length, p.temperatures, run.seed, epoch + 1
-            )
-            kept = [e for e in self.entries_ if e["epoch"] < epoch + 1] + [entry]
-            self.entries_[:] = kept
-            write_json(store, {"entries": kept})
-            write_samples(run, kept)
-            print(
-                f"\nepoch {epoch + 1}, seed {entry['seed_text']!r}, T={p.temperatures[0]}: {entry['samples'][0]['text'][:120]!r}",
-                flush=True,
-            )
-
-    return Samples()
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+    return callback
 
 
-def write_samples(run, entries: list[dict]) -> None:
-    write_text(run.paths.training / SAMPLES_FILE, samples_markdown(f"Samples after each epoch ({run.paths.key})", entries))
-
-
-def train(run) -> None:
+def train(run: Run) -> None:
+    """RMSprop on the training windows, one-hot inside tf.data, with seeded samples after every epoch."""
     from stages import training
 
     with training.train_guard(run):
-        p = run.params.train
+        p = run.params
         text_idx, chars, meta = load_processed(run.paths.processed)
         maxlen, vocab = meta["maxlen"], len(chars)
         train_starts = load_array(run.paths.processed, "train_starts")
         val_starts = load_array(run.paths.processed, "val_starts")
         training.seed_everything(run.seed)
-        model = build_model(maxlen, vocab, p.units, p.learning_rate)
+        build = {"maxlen": maxlen, "vocab_size": vocab, "units": p.units, "learning_rate": p.learning_rate}
+        model = build_model(**build)
         to_one_hot = one_hot_fn(text_idx, maxlen, vocab)
         validation = None
         if len(val_starts):
             validation, _ = training.batches([val_starts], p.batch_size, seed=run.seed, shuffle=False, map_fn=to_one_hot)
-        # samples.json lives in the checkpoint folder: fit discards it with a checkpoint that does not match.
-        store = run.paths.checkpoints / "samples.json"
-        samples = _samples_callback(run, text_idx, chars, maxlen, store)
-        history = training.fit(
+        store = run.paths.checkpoints / SAMPLES_JSON  # goes with a checkpoint that is discarded
+        training.fit(
             model,
             lambda first: training.batches(
                 [train_starts], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=to_one_hot
@@ -514,79 +422,54 @@ def train(run) -> None:
             run=run,
             epochs=p.epochs,
             validation_data=validation,
-            callbacks=[samples],
+            callbacks=[samples_callback(run, text_idx, chars, maxlen, store)],
             verbose=2,
         )
-        write_samples(run, samples.entries_)  # whole even when nothing was left to train after a resume
-        training.save_trained(
-            model,
-            run,
-            {
-                "maxlen": maxlen,
-                "vocab_size": vocab,
-                "units": p.units,
-                "learning_rate": p.learning_rate,
-                "parameters": model.count_params(),
-            },
-            extra_files={"history.json": {"epochs": history}},  # per-epoch loss/val_loss, for evaluate and plot
-        )
+        write_samples(run, stored_samples(store))  # whole, even when a resume had no epoch left to train
+        training.save_trained(model, run, build, {"parameters": model.count_params()})
 
 
-def load_model(run):
-    from stages.training import load_model_weights
-
-    config = read_json(run.paths.model / "model.json")
-    model = build_model(config["maxlen"], config["vocab_size"], config["units"], config["learning_rate"])
-    load_model_weights(model, run.paths.model / "model.weights.h5")
-    return model
-
-
-def bits_per_char(loss: float) -> float:
-    """Cross-entropy in nats per character -> bits per character."""
-    return loss / math.log(2)
-
-
-def evaluate(run) -> None:
+def evaluate(run: Run) -> None:
+    """Validation loss and bits per character into metrics/<run>.json; the final model's samples into predictions."""
     from stages import training
 
-    p = run.params.evaluate
+    p = run.params
     text_idx, chars, meta = load_processed(run.paths.processed)
     val_starts = load_array(run.paths.processed, "val_starts")
     training.seed_everything(run.seed)
-    model = load_model(run)
-    metrics: dict = {"characters": meta["characters"], "vocab_size": len(chars), "val_windows": int(len(val_starts))}
+    model, _ = training.load_trained(run, build_model)
+    val_loss = None
     if len(val_starts):
-        data, _ = training.batches(
-            [val_starts], p.batch_size, seed=run.seed, shuffle=False, map_fn=one_hot_fn(text_idx, meta["maxlen"], len(chars))
-        )
-        loss = float(model.evaluate(data, verbose=0))
-        metrics.update(val_loss=loss, val_bits_per_char=bits_per_char(loss))
+        to_one_hot = one_hot_fn(text_idx, meta["maxlen"], len(chars))
+        data, _ = training.batches([val_starts], p.batch_size, seed=run.seed, shuffle=False, map_fn=to_one_hot)
+        val_loss = float(model.evaluate(data, verbose=0))
+    metrics = score(val_loss, meta["characters"], len(chars), len(val_starts))
     entry = epoch_samples(predictor(model), text_idx, chars, meta["maxlen"], p.sample_length, p.temperatures, run.seed, 0)
-    entry["epoch"] = None
-    # The final samples are text, not numbers: they go to predictions (and plot copies them
-    # to plots/<run>/figures/ for git), keeping `dvc metrics show` and `dvc exp show` tabular.
     with atomic_dir(run.paths.predictions) as out:
-        write_json(out / "history.json", read_json(run.paths.model / "history.json"))  # plot reads only its deps
-        write_json(out / "samples.json", entry)
-        write_text(out / SAMPLES_FILE, samples_markdown(f"Samples from the final model ({run.paths.key})", [entry]))
+        write_json(out / SAMPLES_JSON, dict(entry, epoch=None))  # text, not numbers: `dvc metrics show` stays a table
     write_metrics(run.paths.metrics, metrics)
-    print(
-        f"validation loss {metrics.get('val_loss', float('nan')):.4f} nats/char, "
-        f"{metrics.get('val_bits_per_char', float('nan')):.4f} bits/char"
-    )
+    if val_loss is not None:
+        print(f"validation loss {val_loss:.4f} nats/char, {metrics['val_bits_per_char']:.4f} bits/char")
 
 
-def plot(run) -> None:
-    from stages.plotting import png
+def plot(run: Run) -> None:
+    """loss.csv and loss.png from train's per-epoch losses; samples.md from evaluate's final samples."""
+    from stages.plotting import png, read_live_metrics
 
-    history = read_json(run.paths.predictions / "history.json")["epochs"]
-    columns = {"epoch": np.arange(1, len(history) + 1), "loss": np.array([h["loss"] for h in history])}
-    if all("val_loss" in h for h in history):
-        columns["val_loss"] = np.array([h["val_loss"] for h in history])
+    curves = read_live_metrics(run.paths.training)
+    if "loss" not in curves:
+        raise InputError(
+            f"{run.paths.training} has no per-epoch loss (plots/metrics/loss.tsv); run `dvc repro train@{run.paths.key}`."
+        )
+    steps, loss = curves["loss"]
+    columns = {"epoch": steps + 1, "loss": loss}
+    if "val_loss" in curves:
+        columns["val_loss"] = curves["val_loss"][1]
+    entry = read_json(run.paths.predictions / SAMPLES_JSON)
     with atomic_dir(run.paths.figures) as out:
         write_csv(out / "loss.csv", columns)
-        write_text(out / SAMPLES_FILE, (run.paths.predictions / SAMPLES_FILE).read_text(encoding="utf-8"))
-        with png(out / "loss.png", figsize=(7, 4.5), dpi=run.params.plot.dpi) as fig:
+        write_text(out / SAMPLES_MD, samples_markdown(f"Samples from the final model ({run.paths.key})", [entry]))
+        with png(out / "loss.png", figsize=(7, 4.5), dpi=run.params.dpi) as fig:
             ax = fig.subplots()
             ax.plot(columns["epoch"], columns["loss"], marker="o", label="training")
             if "val_loss" in columns:
@@ -616,23 +499,24 @@ def seed_window(seed_text: str, chars: list[str], maxlen: int, lowercase: bool) 
 
 def _generate_command(args: argparse.Namespace) -> None:
     from stages.core.run import make_run
-    from stages.training import seed_everything
+    from stages.training import load_trained, seed_everything
 
-    _, run = make_run(args.example, args.variant)
+    _, run = make_run(args.example, args.variant, "evaluate")  # reads what evaluate reads: processed data and the model
     for path in (run.paths.processed, run.paths.model):
         if not path.exists():
             raise InputError(f"{path} does not exist yet; run `dvc repro train@{run.paths.key}` first.")
-    _check_temperatures([args.temperature], "--temperature")
+    if not (args.temperature > 0 and math.isfinite(args.temperature)):
+        raise ParamsError(f"'--temperature' = {args.temperature} is invalid: it must be a finite number > 0.")
     _, chars, meta = load_processed(run.paths.processed)
     seed_everything(run.seed)
-    model = load_model(run)
-    window = seed_window(args.seed_text, chars, meta["maxlen"], run.params.preprocess.lowercase)
+    model, _ = load_trained(run, build_model)
+    window = seed_window(args.seed_text, chars, meta["maxlen"], meta["lowercase"])
     rng = np.random.default_rng(run.seed if args.seed is None else args.seed)
     (out,) = generate(predictor(model), window, args.length, [args.temperature], len(chars), rng)
     sys.stdout.write(args.seed_text + decode(out, chars) + "\n")
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """`python -m stages generate lstm_text_generation --seed-text ... [--temperature T] [--length N]`."""
     p = subparsers.add_parser("generate", help="write text with a trained lstm_text_generation model")
     p.add_argument("example", choices=["lstm_text_generation"], metavar="<example>", help="lstm_text_generation")

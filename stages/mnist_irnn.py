@@ -30,20 +30,28 @@ Differences from the original:
   test set and adds a confusion matrix.
 * Labels stay integers (sparse categorical cross-entropy) instead of one-hot
   vectors: the same loss.
+* The test loss is the shared cross-entropy (stages/core/metrics.py): rows
+  normalised, then clipped to [1e-7, 1 - 1e-7], as Keras computes it.
+* model.json holds build_model's arguments and the parameter count.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
 
 from stages.core.errors import ParamsError
-from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
-from stages.core.metrics import write_metrics
+from stages.core.files import atomic_dir, load_array, save_arrays, write_csv, write_json
+from stages.core.layout import META
+from stages.core.metrics import accuracy, confusion_matrix, cross_entropy, write_metrics
 from stages.core.params import ExampleParams, Section
+from stages.core.run import Run
+
+if TYPE_CHECKING:
+    import keras
 
 N_CLASSES = 10
 N_PARAMS = 11_210  # SimpleRNN(100) on 1 input: 100 + 100*100 + 100; Dense(10): 1010
@@ -80,7 +88,8 @@ class Params(ExampleParams):
     plot: Plot
 
 
-def dataset(params) -> str:
+def dataset(params: Params) -> str:
+    """The dataset preprocess reads (make_run points run.raw at its folder)."""
     return params.preprocess.dataset
 
 
@@ -92,22 +101,21 @@ def pixel_sequences(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1, 1)
 
 
-def confusion_matrix(actual: np.ndarray, predicted: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
-    """(n_classes, n_classes) int64 counts; row = actual class, column = predicted class."""
-    actual = np.asarray(actual, np.int64).reshape(-1)
-    predicted = np.asarray(predicted, np.int64).reshape(-1)
-    return np.bincount(actual * n_classes + predicted, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """metrics/<run>.json from (N, 10) test probabilities and (N,) labels: loss, accuracy, accuracy per class."""
+    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), N_CLASSES)
+    per_class = {str(c): float(matrix[c, c] / max(matrix[c].sum(), 1)) for c in range(N_CLASSES)}
+    return {
+        "test": {
+            "loss": cross_entropy(probabilities, labels),
+            "accuracy": accuracy(probabilities, labels),
+            "per_class_accuracy": per_class,
+        },
+        "test_samples": int(len(labels)),
+    }
 
 
-def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Mean cross-entropy (nats) and accuracy of (N, C) class probabilities against (N,) labels."""
-    p = np.asarray(probabilities, np.float64)
-    y = np.asarray(labels, np.int64).reshape(-1)
-    picked = np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)  # Keras clips the same way
-    return {"loss": float(-np.mean(np.log(picked))), "accuracy": float(np.mean(p.argmax(axis=1) == y))}
-
-
-def build_model(hidden_units: int, learning_rate: float, clipnorm: float | None):
+def build_model(hidden_units: int, learning_rate: float, clipnorm: float | None) -> keras.Model:
     """SimpleRNN(relu, normal(0.001) kernel, identity recurrent) -> Dense(10, softmax); input (784, 1)."""
     import keras
 
@@ -142,10 +150,10 @@ def _scale(x, *rest):
 # --- steps -------------------------------------------------------------------
 
 
-def preprocess(run) -> None:
-    (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{run.params.preprocess.dataset}").load(
-        run.raw
-    )
+def preprocess(run: Run) -> None:
+    """Images as uint8 pixel sequences, labels as uint8."""
+    loader = importlib.import_module(f"stages.datasets.{run.params.dataset}")
+    (x_train, y_train), (x_test, y_test) = loader.load(run.raw)
     arrays = {
         "x_train": pixel_sequences(x_train),
         "y_train": y_train.astype(np.uint8),
@@ -154,21 +162,22 @@ def preprocess(run) -> None:
     }
     with atomic_dir(run.paths.processed) as out:
         save_arrays(out, arrays)
-        write_json(
-            out / "meta.json",
-            {"dataset": run.params.preprocess.dataset, "x": "(N, 784, 1) uint8 pixels", "y": "(N,) uint8 labels"},
-        )
+        write_json(out / META, {"dataset": run.params.dataset, "x": "(N, 784, 1) uint8 pixels", "y": "(N,) uint8 labels"})
     print(f"train {arrays['x_train'].shape}, test {arrays['x_test'].shape}")
 
 
-def train(run) -> None:
+def train(run: Run) -> None:
+    """Train the IRNN on the first train_samples images, validating on the first validation_samples test images."""
     from stages import training
 
     with training.train_guard(run):
-        p = run.params.train
+        p = run.params
         x, y = load_array(run.paths.processed, "x_train"), load_array(run.paths.processed, "y_train")
         if p.train_samples > len(x):
-            raise ParamsError(f"'mnist_irnn.train.train_samples' = {p.train_samples} exceeds the {len(x)} training images.")
+            raise ParamsError(
+                f"'{run.param_key('train_samples')}' = {p.train_samples} exceeds the {len(x)} training images in "
+                f"{run.paths.processed}; set it to at most {len(x)}."
+            )
         x, y = x[: p.train_samples], y[: p.train_samples]
         validation = None
         if p.validation_samples:
@@ -178,7 +187,8 @@ def train(run) -> None:
             )
             validation, _ = training.batches([xv, yv], 500, seed=run.seed, shuffle=False, map_fn=_scale)
         training.seed_everything(run.seed)
-        model = build_model(p.hidden_units, p.learning_rate, p.clipnorm)
+        build = {"hidden_units": p.hidden_units, "learning_rate": p.learning_rate, "clipnorm": p.clipnorm}
+        model = build_model(**build)
         training.fit(
             model,
             lambda first: training.batches(
@@ -189,46 +199,37 @@ def train(run) -> None:
             validation_data=validation,
             verbose=2,
         )
-        training.save_trained(
-            model,
-            run,
-            {
-                "hidden_units": p.hidden_units,
-                "learning_rate": p.learning_rate,
-                "clipnorm": p.clipnorm,
-                "parameters": model.count_params(),
-            },
-        )
+        training.save_trained(model, run, build, {"parameters": model.count_params()})
 
 
-def evaluate(run) -> None:
+def evaluate(run: Run) -> None:
+    """Score the whole test set; keep probabilities, predicted classes and the confusion matrix for plot."""
     from stages import training
 
     x, y = load_array(run.paths.processed, "x_test"), load_array(run.paths.processed, "y_test")
-    config = read_json(run.paths.model / "model.json")
     training.seed_everything(run.seed)
-    model = build_model(config["hidden_units"], config["learning_rate"], config["clipnorm"])
-    training.load_model_weights(model, run.paths.model / "model.weights.h5")
-    data, steps = training.batches([x], run.params.evaluate.batch_size, seed=run.seed, shuffle=False, map_fn=_scale)
+    model, _ = training.load_trained(run, build_model)
+    data, steps = training.batches([x], run.params.batch_size, seed=run.seed, shuffle=False, map_fn=_scale)
     probabilities = model.predict(data, steps=steps, verbose=0).astype(np.float32)
     predicted = probabilities.argmax(axis=1).astype(np.uint8)
-    metrics = {"test": classification_metrics(probabilities, y), "test_samples": int(len(y))}
-    matrix = confusion_matrix(y, predicted)
-    metrics["test"]["per_class_accuracy"] = {str(c): float(matrix[c, c] / max(matrix[c].sum(), 1)) for c in range(N_CLASSES)}
+    metrics = score(probabilities, y)
     with atomic_dir(run.paths.predictions) as out:
-        save_arrays(out, {"probabilities": probabilities, "predicted": predicted, "confusion": matrix})
+        save_arrays(
+            out, {"probabilities": probabilities, "predicted": predicted, "confusion": confusion_matrix(y, predicted, N_CLASSES)}
+        )
     write_metrics(run.paths.metrics, metrics)
     print(f"test loss {metrics['test']['loss']:.4f}, test accuracy {metrics['test']['accuracy']:.4f}")
 
 
-def plot(run) -> None:
+def plot(run: Run) -> None:
+    """The test confusion matrix (CSV and PNG) and the per-epoch loss and accuracy curves."""
     from stages.plotting import png, read_live_metrics
 
     y = load_array(run.paths.processed, "y_test")
     predicted = load_array(run.paths.predictions, "predicted")
     matrix = load_array(run.paths.predictions, "confusion")
     curves = read_live_metrics(run.paths.training)
-    dpi = run.params.plot.dpi
+    dpi = run.params.dpi
     with atomic_dir(run.paths.figures) as out:
         write_csv(out / "confusion.csv", {"actual": y, "predicted": predicted})
         with png(out / "confusion.png", figsize=(6, 5.5), dpi=dpi) as fig:

@@ -13,12 +13,11 @@ dense_layer_sizes [64, 64].
 
 Differences from the original:
 * The wrapper is Keras 3's own `keras.wrappers.SKLearnClassifier` (no extra
-  dependency such as scikeras). It has no `predict_proba`, which the
-  neg_log_loss scorer needs, and its `__sklearn_clone__` drops `fit_kwargs`;
-  `KerasCNNClassifier` adds the first (softmax outputs) and fixes the second.
-  It checks its inputs the scikit-learn way (2-D X), so images go in flattened,
-  (n, 784) float32 / 255, and the model opens with a Reshape to (28, 28, 1);
-  the layers and parameter count are otherwise the original's.
+  dependency such as scikeras), through the shared `KerasClassifier`, which
+  adds the `predict_proba` the neg_log_loss scorer needs and a clone that keeps
+  `fit_kwargs`. It checks its inputs the scikit-learn way (2-D X), so images
+  go in flattened, (n, 784) float32 / 255, and the model opens with a Reshape
+  to (28, 28, 1); the layers and parameter count are otherwise the original's.
 * Keras 2's 'adadelta' had learning_rate 1.0; Keras 3's Adadelta defaults to
   0.001, so `train.learning_rate` is explicit and set to 1.0 as the original.
 * `preprocess.dataset` picks mnist (the original) or fashion_mnist, and
@@ -30,21 +29,20 @@ Differences from the original:
   scikit-learn default); every candidate is built after re-seeding, so its
   initial weights and batch order depend only on the seed, not on the order
   or process the search runs it in.
+* train records every candidate (grid values, rank, per-fold scores, fit
+  times) in plots/<run>/training/candidates.csv, which plot draws; the best
+  parameters and CV score go with the model (models/<run>/model.json).
 * evaluate adds what the original only printed: metrics JSON with the best
-  parameters, best CV score, test loss and accuracy, and the test set's class
-  probabilities; it also copies the search's per-candidate summary next to
-  them so the plot stage draws every candidate's score and fit time.
-* Weights are saved as .weights.h5 with the build settings in model.json.
+  parameters, best CV score, test loss (the shared clipped cross-entropy) and
+  accuracy, and the test set's class probabilities.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import importlib
 import itertools
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -52,12 +50,16 @@ from pydantic import Field, ValidationInfo, model_validator
 
 from stages.core.errors import InputError, ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
-from stages.core.metrics import write_metrics
+from stages.core.layout import META
+from stages.core.metrics import accuracy, cross_entropy, write_metrics
 from stages.core.params import ExampleParams, Section
+from stages.core.run import Run
 
 IMAGE_SHAPE = (28, 28, 1)
 N_CLASSES = 10
 BUILD_KEYS = ("dense_layer_sizes", "filters", "kernel_size", "pool_size")
+GRID_KEYS = ("dense_layer_sizes", "epochs", "filters", "kernel_size", "pool_size")
+CANDIDATES = "candidates.csv"  # plots/<run>/training/: the search's table, written by train, drawn by plot
 
 
 class Preprocess(Section):
@@ -109,7 +111,7 @@ class Params(ExampleParams):
         return self
 
 
-def dataset(params) -> str:
+def dataset(params: Params) -> str:
     """The raw dataset preprocess reads (data/raw/<dataset>)."""
     return params.preprocess.dataset
 
@@ -117,12 +119,10 @@ def dataset(params) -> str:
 # --- pure functions ----------------------------------------------------------
 
 
-def take_first(x: np.ndarray, y: np.ndarray, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """The first n rows of (x, y); n = 0 keeps all. More rows than exist is a ParamsError."""
+def take_first(x: np.ndarray, y: np.ndarray, n: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The first n rows of (x, y); n = 0 keeps all. More rows than exist is a ParamsError naming `key`."""
     if n > len(x):
-        raise ParamsError(
-            f"'mnist_sklearn_wrapper.preprocess.{what}' = {n} is more than the {len(x)} images there are; use at most {len(x)} (0 = all)."
-        )
+        raise ParamsError(f"'{key}' = {n} is more than the {len(x)} images there are; use at most {len(x)} (0 = all).")
     return (x, y) if n == 0 else (x[:n], y[:n])
 
 
@@ -146,11 +146,7 @@ def _grid_key(name: str) -> str:
 
 
 def check_grid(grid: Grid, side: int = IMAGE_SHAPE[0], key: Callable[[str], str] = _grid_key) -> None:
-    """Reject values no model can be built from, naming the key, before any training.
-
-    Params runs it whenever params.yaml is validated, with `key` naming the
-    variant's key where a variant sets the value.
-    """
+    """Reject values no model can be built from, naming the key (the variant's where it sets it), before any training."""
     for name in ("epochs", "filters", "kernel_size", "pool_size"):
         values = getattr(grid, name)
         if any(v < 1 for v in values):
@@ -174,16 +170,14 @@ def check_grid(grid: Grid, side: int = IMAGE_SHAPE[0], key: Callable[[str], str]
 
 def candidates(grid: Grid) -> list[dict[str, Any]]:
     """Every combination of the grid, as flat dicts (build keys + epochs), in a fixed order."""
-    keys = ("dense_layer_sizes", "epochs", "filters", "kernel_size", "pool_size")
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(getattr(grid, k) for k in keys))]
+    return [dict(zip(GRID_KEYS, values, strict=True)) for values in itertools.product(*(getattr(grid, k) for k in GRID_KEYS))]
 
 
 def param_grid(grid: Grid, batch_size: int) -> list[dict[str, list[dict[str, Any]]]]:
-    """GridSearchCV's grid for SKLearnClassifier, one entry per candidate.
+    """GridSearchCV's grid for SKLearnClassifier: a list of one-point grids, in the order of `candidates`.
 
     The wrapper takes builder arguments as `model_kwargs` and fit arguments as
-    `fit_kwargs`, so each candidate sets both dicts; a list of one-point grids
-    keeps the candidates in the order of `candidates`.
+    `fit_kwargs`, so each candidate sets both dicts.
     """
     out = []
     for c in candidates(grid):
@@ -192,14 +186,14 @@ def param_grid(grid: Grid, batch_size: int) -> list[dict[str, list[dict[str, Any
     return out
 
 
-def flatten_candidate(params: dict[str, Any]) -> dict[str, Any]:
+def flatten_candidate(params: Mapping[str, Any]) -> dict[str, Any]:
     """GridSearchCV's {'model_kwargs': ..., 'fit_kwargs': ...} -> the original's flat names."""
     flat = {k: params["model_kwargs"][k] for k in BUILD_KEYS}
     flat["epochs"] = params["fit_kwargs"]["epochs"]
     return flat
 
 
-def candidate_label(c: dict[str, Any], varying: set[str] | None = None) -> str:
+def candidate_label(c: Mapping[str, Any], varying: set[str] | None = None) -> str:
     """A short bar label, e.g. 'dense [64, 64], epochs 6'; keys in `varying` only (all if None)."""
     names = {"dense_layer_sizes": "dense", "epochs": "epochs", "filters": "filters", "kernel_size": "kernel", "pool_size": "pool"}
     parts = [f"{short} {c[key]}" for key, short in names.items() if varying is None or key in varying]
@@ -219,7 +213,7 @@ def build_model(
     learning_rate: float,
     n_classes: int = N_CLASSES,
     image_shape: tuple[int, int, int] = IMAGE_SHAPE,
-):
+) -> Any:
     """The original's CNN, compiled; input (batch, prod(image_shape)) float32, reshaped inside."""
     import keras
 
@@ -247,89 +241,27 @@ def build_model(
     return model
 
 
-def make_model(X, y, *, seed: int, learning_rate: float, **build):
-    """SKLearnClassifier's builder: re-seed, then build for X's width and y's (one-hot) classes.
-
-    Re-seeding here makes each fit's initial weights and shuffling depend only
-    on the seed, whatever order or process GridSearchCV runs candidates in.
-    """
+def make_model(X: np.ndarray, y: np.ndarray, *, seed: int, learning_rate: float, **build: Any) -> Any:
+    """The wrapper's builder: re-seed (so a fit depends only on the seed, not on the search's order), then build."""
     from stages.training import seed_everything
 
     seed_everything(seed)
     return build_model(n_classes=y.shape[1], learning_rate=learning_rate, **build)
 
 
-@functools.cache
-def _classifier_class():
-    from keras.wrappers import SKLearnClassifier
-
-    class KerasCNNClassifier(SKLearnClassifier):
-        """SKLearnClassifier + predict_proba (for neg_log_loss), quiet predictions, a clone that keeps fit_kwargs."""
-
-        def decision_function(self, X):
-            """(n, classes) softmax outputs, without Keras' per-call progress bar."""
-            from sklearn.utils.validation import check_is_fitted, validate_data
-
-            check_is_fitted(self)
-            return self.model_.predict(validate_data(self, X, reset=False), verbose=0)
-
-        def predict_proba(self, X):
-            """The softmax outputs; Keras 3's wrapper only has decision_function."""
-            return self.decision_function(X)
-
-        def predict(self, X):
-            return self.classes_[np.argmax(self.decision_function(X), axis=1)]
-
-        def __sklearn_clone__(self):
-            # Keras 3.15's clone passes model, warm_start and model_kwargs but drops fit_kwargs.
-            return type(self)(
-                model=self.model,
-                warm_start=self.warm_start,
-                model_kwargs=copy.deepcopy(self.model_kwargs),
-                fit_kwargs=copy.deepcopy(self.fit_kwargs),
-            )
-
-    KerasCNNClassifier.__module__ = __name__
-    KerasCNNClassifier.__qualname__ = "KerasCNNClassifier"
-    return KerasCNNClassifier
-
-
-def __getattr__(name: str):
-    # The class is made on first use so that importing this module does not import
-    # Keras; this lets pickle (GridSearchCV with n_jobs > 1) find it by name.
-    if name == "KerasCNNClassifier":
-        return _classifier_class()
-    raise AttributeError(name)
-
-
-def make_classifier(seed: int, learning_rate: float):
-    """An unfitted KerasCNNClassifier whose builder carries the fixed settings."""
-    return _classifier_class()(model=functools.partial(make_model, seed=seed, learning_rate=learning_rate))
-
-
-def grid_search(
-    x: np.ndarray,
-    y: np.ndarray,
-    grid: Grid,
-    *,
-    batch_size: int,
-    learning_rate: float,
-    cv: int,
-    scoring: str,
-    n_jobs: int,
-    seed: int,
-    verbose: int = 0,
-):
-    """Fit GridSearchCV over `grid` on x (n, 784) float32, y (n,) int labels; return the fitted search."""
+def grid_search(x: np.ndarray, y: np.ndarray, p: Train, *, seed: int, verbose: int = 0) -> Any:
+    """Fit GridSearchCV over the train section's grid on x (n, 784) float32, y (n,) int labels; return the fitted search."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    check_grid(grid)
+    from stages.training import keras_classifier  # moves to stages.training at integration
+
+    check_grid(p.grid)
     search = GridSearchCV(
-        make_classifier(seed, learning_rate),
-        param_grid=param_grid(grid, batch_size),
-        scoring=scoring,
-        cv=StratifiedKFold(n_splits=cv),  # no shuffling: folds depend on the data only
-        n_jobs=n_jobs,
+        keras_classifier(functools.partial(make_model, seed=seed, learning_rate=p.learning_rate)),
+        param_grid=param_grid(p.grid, p.batch_size),
+        scoring=p.scoring,
+        cv=StratifiedKFold(n_splits=p.cv),  # no shuffling: folds depend on the data only
+        n_jobs=p.n_jobs,
         refit=True,
         verbose=verbose,
         error_score="raise",
@@ -338,48 +270,51 @@ def grid_search(
     return search
 
 
-def summarize(cv_results: dict[str, Any], n_splits: int) -> list[dict[str, Any]]:
-    """One row per candidate: flat params, label, rank, mean/std score and fit time, per-fold scores."""
+def candidate_table(cv_results: Mapping[str, Any], n_splits: int, scoring: str) -> dict[str, list]:
+    """GridSearchCV's cv_results_ -> CSV columns, best rank first: label, grid values, rank, scores, fit times.
+
+    Dense sizes become '64-64' strings; the `scoring` column names what the scores are.
+    """
     cands = [flatten_candidate(p) for p in cv_results["params"]]
     varying = varying_keys(cands)
-    rows = []
-    for i, c in enumerate(cands):
-        row = {
-            "candidate": candidate_label(c, varying or None),
-            **c,
-            "rank": int(cv_results["rank_test_score"][i]),
-            "mean_score": float(cv_results["mean_test_score"][i]),
-            "std_score": float(cv_results["std_test_score"][i]),
-            "mean_fit_time": float(cv_results["mean_fit_time"][i]),
-            "std_fit_time": float(cv_results["std_fit_time"][i]),
-        }
-        for k in range(n_splits):
-            row[f"split{k}_score"] = float(cv_results[f"split{k}_test_score"][i])
-        rows.append(row)
-    return rows
+    order = np.argsort(np.asarray(cv_results["rank_test_score"]), kind="stable")
+    table: dict[str, list] = {"candidate": [candidate_label(cands[i], varying or None) for i in order]}
+    for key in GRID_KEYS:
+        table[key] = ["-".join(map(str, cands[i][key])) if key == "dense_layer_sizes" else cands[i][key] for i in order]
+    table["rank"] = [int(cv_results["rank_test_score"][i]) for i in order]
+    table["scoring"] = [scoring] * len(order)
+    names = {"mean_score": "mean_test_score", "std_score": "std_test_score", "mean_fit_time": "mean_fit_time"}
+    names |= {"std_fit_time": "std_fit_time", **{f"split{k}_score": f"split{k}_test_score" for k in range(n_splits)}}
+    for column, source in names.items():
+        table[column] = [float(cv_results[source][i]) for i in order]
+    return table
 
 
-def columns(rows: list[dict[str, Any]], keys: list[str]) -> dict[str, list]:
-    """Rows -> CSV columns; list values (dense sizes) become '64-64' strings."""
-    return {k: ["-".join(map(str, r[k])) if isinstance(r[k], list) else r[k] for r in rows] for k in keys}
-
-
-def test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Categorical cross-entropy (clipped as Keras does) and accuracy of (n, 10) probabilities."""
-    p = np.clip(probabilities.astype(np.float64), 1e-7, 1 - 1e-7)
-    p = p / p.sum(axis=1, keepdims=True)
-    loss = -np.mean(np.log(p[np.arange(len(labels)), labels]))
-    return {"loss": float(loss), "accuracy": float(np.mean(np.argmax(probabilities, axis=1) == labels))}
+def score(probabilities: np.ndarray, labels: np.ndarray, search: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """metrics/<run>.json: the search's result (model.json's info), test loss and accuracy, what data it saw."""
+    return {
+        "best_params": search["best_params"],
+        "best_cv_score": search["best_cv_score"],
+        "scoring": search["scoring"],
+        "candidates": search["candidates"],
+        "cv": search["cv"],
+        "test_loss": cross_entropy(probabilities, labels),
+        "test_accuracy": accuracy(probabilities, labels),
+        "dataset": data["dataset"],
+        "train_samples": data["train"],
+        "test_samples": data["test"],
+    }
 
 
 # --- steps -------------------------------------------------------------------
 
 
-def preprocess(run) -> None:
-    p = run.params.preprocess
+def preprocess(run: Run) -> None:
+    """Take the first n images of each split; store them as (n, 28, 28, 1) uint8 with uint8 labels."""
+    p = run.params
     (x_train, y_train), (x_test, y_test) = importlib.import_module(f"stages.datasets.{p.dataset}").load(run.raw)
-    x_train, y_train = take_first(x_train, y_train, p.train_samples, "train_samples")
-    x_test, y_test = take_first(x_test, y_test, p.test_samples, "test_samples")
+    x_train, y_train = take_first(x_train, y_train, p.train_samples, run.param_key("train_samples"))
+    x_test, y_test = take_first(x_test, y_test, p.test_samples, run.param_key("test_samples"))
     with atomic_dir(run.paths.processed) as out:
         save_arrays(
             out,
@@ -390,142 +325,75 @@ def preprocess(run) -> None:
                 "y_test": y_test.astype(np.uint8),
             },
         )
-        write_json(
-            out / "meta.json",
-            {
-                "dataset": p.dataset,
-                "train": len(x_train),
-                "test": len(x_test),
-                "x": "(n, 28, 28, 1) uint8",
-                "y": "(n,) uint8 class 0..9",
-            },
-        )
+        meta = {"dataset": p.dataset, "train": len(x_train), "test": len(x_test)}
+        write_json(out / META, {**meta, "x": "(n, 28, 28, 1) uint8", "y": "(n,) uint8 class 0..9"})
     print(f"{p.dataset}: train {x_train.shape[0]}, test {x_test.shape[0]} images")
 
 
-def train(run) -> None:
+def train(run: Run) -> None:
+    """Run the grid search; save the refitted best model and the table of every candidate."""
     from stages import training
 
     with training.train_guard(run):  # one search per run at a time, none outliving its dvc
-        p = run.params.train
+        p = run.params
         x, y = scale(load_array(run.paths.processed, "x_train")), load_array(run.paths.processed, "y_train").astype(np.int64)
         counts = np.bincount(y, minlength=N_CLASSES)
         if counts.min() < p.cv:
             raise InputError(
                 f"{run.paths.processed}: the rarest class has {counts.min()} training images, fewer than "
-                f"'mnist_sklearn_wrapper.train.cv' = {p.cv} folds; raise preprocess.train_samples or lower cv."
+                f"'{run.param_key('cv')}' = {p.cv} folds; raise preprocess.train_samples or lower cv."
             )
-        n = len(candidates(p.grid))
-        print(f"GridSearchCV: {n} candidates x {p.cv} folds on {len(x)} images, scoring {p.scoring}", flush=True)
-        started = time.perf_counter()
-        search = grid_search(
-            x,
-            y,
-            p.grid,
-            batch_size=p.batch_size,
-            learning_rate=p.learning_rate,
-            cv=p.cv,
-            scoring=p.scoring,
-            n_jobs=p.n_jobs,
-            seed=run.seed,
-            verbose=2,
-        )
-        seconds = time.perf_counter() - started
-        rows = summarize(search.cv_results_, p.cv)
-        best = flatten_candidate(search.best_params_)
+        print(f"GridSearchCV: {len(candidates(p.grid))} candidates x {p.cv} folds on {len(x)} images, scoring {p.scoring}")
+        search = grid_search(x, y, p, seed=run.seed, verbose=2)
         model = search.best_estimator_.model_
-        with atomic_dir(run.paths.model) as out:
-            training.save_model_weights(model, out)
-            write_json(
-                out / "model.json",
-                {**{k: best[k] for k in BUILD_KEYS}, "learning_rate": p.learning_rate, "parameters": model.count_params()},
-            )
-            write_json(out / "best_params.json", {"params": best, "cv_score": float(search.best_score_), "scoring": p.scoring})
-            write_json(
-                out / "cv_results.json",
-                {
-                    "scoring": p.scoring,
-                    "cv": p.cv,
-                    "search_seconds": seconds,
-                    "refit_seconds": float(search.refit_time_),
-                    "candidates": rows,
-                },
-            )
-        keys = [
-            "candidate",
-            "rank",
-            "mean_score",
-            "std_score",
-            "mean_fit_time",
-            "std_fit_time",
-            *[f"split{k}_score" for k in range(p.cv)],
-        ]
+        best = flatten_candidate(search.best_params_)
+        build = {**search.best_params_["model_kwargs"], "learning_rate": p.learning_rate, "n_classes": model.output_shape[-1]}
+        info = {
+            "parameters": model.count_params(),
+            "best_params": best,
+            "best_cv_score": float(search.best_score_),
+            "scoring": p.scoring,
+            "cv": p.cv,
+            "candidates": len(search.cv_results_["params"]),
+        }
+        training.save_trained(model, run, build, info)
         with atomic_dir(run.paths.training) as out:
-            write_csv(out / "candidates.csv", columns(rows, keys))
-        print(f"best {best}: {p.scoring} {search.best_score_:.4f} (search {seconds:.0f} s, refit {search.refit_time_:.0f} s)")
+            write_csv(out / CANDIDATES, candidate_table(search.cv_results_, p.cv, p.scoring))
+        print(f"best {best}: {p.scoring} {search.best_score_:.4f}")  # verbose=2 printed each fit's time
 
 
-def evaluate(run) -> None:
-    from stages.training import load_model_weights, seed_everything
+def evaluate(run: Run) -> None:
+    """Score the refitted best model on the test set; save its class probabilities."""
+    from stages import training
 
+    training.seed_everything(run.seed)
+    model, info = training.load_trained(run, build_model)
     x_test = scale(load_array(run.paths.processed, "x_test"))
     y_test = load_array(run.paths.processed, "y_test").astype(np.int64)
-    config = read_json(run.paths.model / "model.json")
-    best = read_json(run.paths.model / "best_params.json")
-    results = read_json(run.paths.model / "cv_results.json")
-    seed_everything(run.seed)
-    model = build_model(
-        config["dense_layer_sizes"], config["filters"], config["kernel_size"], config["pool_size"], config["learning_rate"]
-    )
-    load_model_weights(model, run.paths.model / "model.weights.h5")
-    probabilities = model.predict(x_test, batch_size=run.params.evaluate.batch_size, verbose=0).astype(np.float32)
-    scores = test_metrics(probabilities, y_test)
-    meta = read_json(run.paths.processed / "meta.json")
-    metrics = {
-        "best_params": best["params"],
-        "best_cv_score": best["cv_score"],
-        "scoring": best["scoring"],
-        "test_loss": scores["loss"],
-        "test_accuracy": scores["accuracy"],
-        "candidates": len(results["candidates"]),
-        "cv": results["cv"],
-        "dataset": meta["dataset"],
-        "train_samples": meta["train"],
-        "test_samples": meta["test"],
-    }
+    probabilities = model.predict(x_test, batch_size=run.params.batch_size, verbose=0).astype(np.float32)
+    metrics = score(probabilities, y_test, info, read_json(run.paths.processed / META))
     with atomic_dir(run.paths.predictions) as out:
         save_arrays(out, {"probabilities": probabilities, "predicted": np.argmax(probabilities, axis=1).astype(np.uint8)})
-        write_json(out / "candidates.json", results)  # the search summary, for the plot stage
     write_metrics(run.paths.metrics, metrics)
-    print(f"best {best['params']}: test loss {scores['loss']:.4f}, test accuracy {scores['accuracy']:.4f}")
+    print(f"best {info['best_params']}: test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.4f}")
 
 
-def plot(run) -> None:
+def plot(run: Run) -> None:
+    """Draw every candidate's mean CV score and mean fit time per fold, best at the top (candidates.png)."""
+    import pandas as pd
+
     from stages.plotting import png
 
-    results = read_json(run.paths.predictions / "candidates.json")
-    rows = sorted(results["candidates"], key=lambda r: r["rank"])
+    table = pd.read_csv(run.paths.training / CANDIDATES, dtype={"candidate": str, "dense_layer_sizes": str})
+    folds = sum(name.startswith("split") for name in table.columns)
+    rows = table.iloc[::-1]  # train wrote them best first; barh draws from the bottom
+    ys = np.arange(len(rows))
     with atomic_dir(run.paths.figures) as out:
-        write_csv(
-            out / "candidates.csv",
-            columns(rows, ["candidate", "rank", "mean_score", "std_score", "mean_fit_time", "std_fit_time"]),
-        )
-        labels = [r["candidate"] for r in rows][::-1]  # best at the top
-        height = 1.5 + 0.45 * len(rows)
-        with png(out / "candidates.png", figsize=(11, height), dpi=run.params.plot.dpi) as fig:
+        with png(out / "candidates.png", figsize=(11, 1.5 + 0.45 * len(rows)), dpi=run.params.dpi) as fig:
             score_ax, time_ax = fig.subplots(1, 2, sharey=True)
-            ys = np.arange(len(rows))
-            score_ax.barh(
-                ys, [r["mean_score"] for r in rows][::-1], xerr=[r["std_score"] for r in rows][::-1], color="tab:blue", capsize=3
-            )
-            score_ax.set_yticks(ys, labels)
-            score_ax.set_xlabel(f"mean CV {results['scoring']} (± std over {results['cv']} folds)")
+            score_ax.barh(ys, rows["mean_score"], xerr=rows["std_score"], color="tab:blue", capsize=3)
+            score_ax.set_yticks(ys, list(rows["candidate"]))
+            score_ax.set_xlabel(f"mean CV {rows['scoring'].iloc[0]} (± std over {folds} folds)")
             score_ax.set_title(f"GridSearchCV candidates ({run.paths.key})")
-            time_ax.barh(
-                ys,
-                [r["mean_fit_time"] for r in rows][::-1],
-                xerr=[r["std_fit_time"] for r in rows][::-1],
-                color="tab:orange",
-                capsize=3,
-            )
+            time_ax.barh(ys, rows["mean_fit_time"], xerr=rows["std_fit_time"], color="tab:orange", capsize=3)
             time_ax.set_xlabel("mean fit time per fold (s)")

@@ -15,18 +15,26 @@ Differences from the original:
 * evaluate adds numbers the original never printed: MSE and MAE against the
   expected series, beside a naive forecast that repeats the current value.
   By default they skip the zero-target tail (`evaluate.exclude_zero_tail`).
-* Weights are saved as .weights.h5, with the build settings in model.json.
+* Weights are saved as .weights.h5; model.json holds build_model's arguments
+  and the parameter count.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, ValidationInfo, model_validator
 
 from stages.core.errors import ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
-from stages.core.metrics import write_metrics
+from stages.core.layout import META
+from stages.core.metrics import regression_metrics, write_metrics
 from stages.core.params import ExampleParams, Section
+from stages.core.run import Comparison, Run
+
+if TYPE_CHECKING:
+    import keras
 
 N_PARAMS = 30_651  # trainable parameters of the original model
 
@@ -102,12 +110,25 @@ def lahead_targets(series: np.ndarray, lahead: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def regression_metrics(expected: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    err = np.asarray(predicted, np.float64).reshape(-1) - np.asarray(expected, np.float64).reshape(-1)
-    return {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err)))}
+def score(series: np.ndarray, targets: np.ndarray, predicted: np.ndarray, lahead: int, exclude_zero_tail: bool) -> dict[str, Any]:
+    """metrics/<run>.json: the model's errors beside a naive forecast that repeats the current value.
+
+    With `exclude_zero_tail` the last `lahead` rows, whose 0 targets have no
+    future behind them, are left out.
+    """
+    rows = slice(0, len(series) - lahead) if exclude_zero_tail else slice(None)
+    expected, naive = targets.reshape(-1, 1)[rows], series.reshape(-1, 1)[rows]
+    model, baseline = regression_metrics(expected, predicted.reshape(-1, 1)[rows]), regression_metrics(expected, naive)
+    return {
+        "model": model,
+        "naive_last_value": baseline,
+        "rows_scored": int(len(expected)),
+        "lahead": lahead,
+        "mse_ratio_to_naive": model["mse"] / max(baseline["mse"], 1e-12),
+    }
 
 
-def build_model(batch_size: int, learning_rate: float):
+def build_model(batch_size: int, learning_rate: float) -> keras.Model:
     """LSTM(50, stateful, return_sequences) -> LSTM(50, stateful) -> Dense(1), input (batch, 1, 1)."""
     import keras
 
@@ -126,26 +147,27 @@ def build_model(batch_size: int, learning_rate: float):
 # --- steps -------------------------------------------------------------------
 
 
-def preprocess(run) -> None:
-    p = run.params.preprocess
+def preprocess(run: Run) -> None:
+    """Generate the series and its lahead targets."""
+    p = run.params
     series = damped_cosine(p.n_points, p.amplitude, p.period, p.damping)
     targets = lahead_targets(series, p.lahead)
     with atomic_dir(run.paths.processed) as out:
         save_arrays(out, {"x": series, "y": targets})
-        write_json(
-            out / "meta.json", {"n_points": p.n_points, "lahead": p.lahead, "x": "(N, 1, 1) float32", "y": "(N, 1) float32"}
-        )
+        write_json(out / META, {"n_points": p.n_points, "lahead": p.lahead, "x": "(N, 1, 1) float32", "y": "(N, 1) float32"})
     print(f"series {series.shape}, targets {targets.shape}, lahead {p.lahead}")
 
 
-def train(run) -> None:
+def train(run: Run) -> None:
+    """Train the stateful stack in order, states reset between epochs, as the original."""
     from stages import training
 
     with training.train_guard(run):
-        p = run.params.train
+        p = run.params
         x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
         training.seed_everything(run.seed)
-        model = build_model(p.batch_size, p.learning_rate)
+        build = {"batch_size": p.batch_size, "learning_rate": p.learning_rate}
+        model = build_model(**build)
         n_params = model.count_params()
         assert n_params == N_PARAMS, f"model has {n_params} parameters, expected {N_PARAMS}"
         training.fit(
@@ -158,41 +180,33 @@ def train(run) -> None:
             reset_states_each_epoch=True,
             verbose=2,
         )
-        training.save_trained(model, run, {"batch_size": p.batch_size, "learning_rate": p.learning_rate, "parameters": n_params})
+        training.save_trained(model, run, build, {"parameters": n_params})
 
 
-def evaluate(run) -> None:
-    from stages.training import load_model_weights, reset_rnn_states, seed_everything
+def evaluate(run: Run) -> None:
+    """Predict the whole series from fresh states and score it against the naive forecast."""
+    from stages.training import load_trained, reset_rnn_states, seed_everything
 
     x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
-    lahead = read_json(run.paths.processed / "meta.json")["lahead"]
-    config = read_json(run.paths.model / "model.json")
+    lahead = read_json(run.paths.processed / META)["lahead"]
     seed_everything(run.seed)
-    model = build_model(config["batch_size"], config["learning_rate"])
-    load_model_weights(model, run.paths.model / "model.weights.h5")
+    model, _ = load_trained(run, build_model)
     reset_rnn_states(model)
-    predicted = model.predict(x, batch_size=config["batch_size"], verbose=0).astype(np.float32)
-    rows = slice(0, len(x) - lahead) if run.params.evaluate.exclude_zero_tail else slice(None)
-    naive = x.reshape(-1, 1)  # forecast: the next values equal the current one
-    metrics = {
-        "model": regression_metrics(y[rows], predicted[rows]),
-        "naive_last_value": regression_metrics(y[rows], naive[rows]),
-        "rows_scored": int(len(y[rows])),
-        "lahead": lahead,
-    }
-    metrics["mse_ratio_to_naive"] = metrics["model"]["mse"] / max(metrics["naive_last_value"]["mse"], 1e-12)
+    predicted = model.predict(x, batch_size=model.input_shape[0], verbose=0).astype(np.float32)
+    metrics = score(x, y, predicted, lahead, run.params.exclude_zero_tail)
     with atomic_dir(run.paths.predictions) as out:
         save_arrays(out, {"predicted": predicted})
     write_metrics(run.paths.metrics, metrics)
     print(f"lahead {lahead}: model MSE {metrics['model']['mse']:.4g}, naive MSE {metrics['naive_last_value']['mse']:.4g}")
 
 
-def plot(run) -> None:
+def plot(run: Run) -> None:
+    """Expected against predicted (thinned to plot.max_points), and the training loss."""
     from stages.plotting import png, read_live_metrics, thin
 
     y = load_array(run.paths.processed, "y").reshape(-1)
     predicted = load_array(run.paths.predictions, "predicted").reshape(-1)
-    keep = thin(len(y), run.params.plot.max_points)
+    keep = thin(len(y), run.params.max_points)
     with atomic_dir(run.paths.figures) as out:
         write_csv(out / "predictions.csv", {"step": keep, "expected": y[keep], "predicted": predicted[keep]})
         with png(out / "predictions.png", figsize=(10, 6), dpi=100) as fig:
@@ -207,3 +221,54 @@ def plot(run) -> None:
             ax = fig.subplots()
             ax.plot(steps + 1, loss, marker="o")
             ax.set(title=f"Training loss (MSE), {run.paths.key}", xlabel="epoch", ylabel="loss", yscale="log")
+
+
+# --- compare: the three lahead runs side by side -------------------------------
+
+
+def comparison_table(metrics: dict[str, dict]) -> dict[str, list]:
+    """One row per variant: lahead, model and naive MSE and MAE, and the model's MSE as a multiple of the naive one."""
+    rows = sorted(metrics.items(), key=lambda item: item[1]["lahead"])
+    return {
+        "variant": [v for v, _ in rows],
+        "lahead": [m["lahead"] for _, m in rows],
+        "model_mse": [m["model"]["mse"] for _, m in rows],
+        "naive_mse": [m["naive_last_value"]["mse"] for _, m in rows],
+        "model_mae": [m["model"]["mae"] for _, m in rows],
+        "naive_mae": [m["naive_last_value"]["mae"] for _, m in rows],
+        "mse_ratio_to_naive": [m["mse_ratio_to_naive"] for _, m in rows],
+    }
+
+
+def compare(c: Comparison) -> None:
+    """Every lahead's expected-vs-predicted figure and its MSE against the naive forecast, side by side."""
+    import pandas as pd
+
+    from stages.plotting import png
+
+    table = comparison_table({v: read_json(paths.metrics) for v, paths in c.runs.items()})
+    with atomic_dir(c.out) as out:
+        write_csv(out / "table.csv", table)
+        with png(out / "predictions.png", figsize=(5 * len(table["variant"]), 4.5), dpi=100) as fig:
+            axes = np.atleast_1d(fig.subplots(1, len(table["variant"]), sharey=True))
+            for ax, variant, mse, naive in zip(axes, table["variant"], table["model_mse"], table["naive_mse"], strict=True):
+                frame = pd.read_csv(c.runs[variant].figures / "predictions.csv")
+                ax.plot(frame["step"], frame["expected"], label="expected", linewidth=1)
+                ax.plot(frame["step"], frame["predicted"], label="predicted", linewidth=1)
+                ax.set_title(f"{variant}: MSE {mse:.3g} (naive {naive:.3g})")
+                ax.set_xlabel("step")
+            axes[0].set_ylabel("mean of the next lahead values")
+            axes[0].legend()
+        with png(out / "mse.png", figsize=(6, 4), dpi=100) as fig:
+            ax = fig.subplots()
+            x = np.arange(len(table["variant"]))
+            ax.bar(x - 0.2, table["model_mse"], width=0.4, label="model")
+            ax.bar(x + 0.2, table["naive_mse"], width=0.4, label="naive: repeat the current value")
+            ax.set(
+                xticks=x,
+                xticklabels=table["variant"],
+                yscale="log",
+                ylabel="MSE (log scale)",
+                title="stateful_lstm: MSE per lahead",
+            )
+            ax.legend()

@@ -12,6 +12,10 @@ import functools
 import hashlib
 import http.server
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +28,7 @@ from stages.datasets import fashion_mnist, fetch, imdb, mnist, nietzsche, reuter
 from stages.datasets.fetch import CHUNK, RemoteFile, fetch_file
 
 import fixtures
-from conftest import ROOT, SHARED_DATASETS, run
+from conftest import ROOT, SHARED_DATASETS, run, subprocess_env
 
 
 def sha256(path: Path) -> str:
@@ -470,3 +474,34 @@ def test_dvc_download_stage_verifies_and_rejects(project, tmp_path):
     offline = run(["dvc", "repro", "download@mnist"], project, check=False, DATASETS_OFFLINE="1")
     assert offline.returncode != 0
     assert "mnist/mnist.npz could not be downloaded: offline mode is on" in offline.stderr
+
+
+def test_an_interrupted_download_keeps_nothing_and_says_so(tmp_path):
+    """Ctrl-C during `python -m stages download`: nothing half-written stays, and the message is about downloads."""
+
+    def trickle(handler, stop):
+        headers(handler, 600901)
+        while not stop.wait(0.05):
+            handler.wfile.write(b"x" * 64)
+            handler.wfile.flush()
+
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "stages", project / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    with serve(trickle) as (base, requests, _):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stages", "download", "nietzsche"],
+            cwd=project,
+            env=subprocess_env(DATASETS_MIRROR=base),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # under way: some bytes are on disk under a temporary name
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "download@nietzsche: interrupted. Nothing was kept" in err and "epoch" not in err
+    assert not (project / "data" / "raw" / "nietzsche").exists()

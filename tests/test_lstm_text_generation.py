@@ -1,8 +1,9 @@
-"""lstm_text_generation: windows, character table, sampling, corpus errors, tiny training, and one real dvc repro."""
+"""lstm_text_generation: windows, character table, sampling, scoring, corpus errors, tiny training, and real dvc repros."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 
@@ -11,12 +12,13 @@ import pytest
 import yaml
 
 from stages import lstm_text_generation as ltg
-from stages.core.errors import InputError, ParamsError
+from stages.core.errors import ParamsError
 from stages.core.files import read_json, write_json
+from stages.core.layout import Layout
 from stages.core.params import validate_example
-from stages.core.run import make_run
+from stages.core.run import Run, make_run
 
-from conftest import ROOT, SHARED_DATASETS, run, set_param
+from conftest import ROOT, SHARED_DATASETS, assert_code_deps_match_imports, run, set_param
 
 ENGLISH = "The will to power is the will to life; what does not kill us makes us stronger. " * 40
 RNG = np.random.default_rng(0)
@@ -86,17 +88,29 @@ def test_low_temperature_is_argmax_and_samples_repeat():
     assert "epoch 3, temperature 0.2" in md and "epoch 3, temperature 1.2" in md and a["seed_text"] in md
 
 
-@pytest.mark.parametrize(
-    "content,expected",
-    [(b"", "empty"), (b"too short", "only 9 characters"), (b"caf\xe9 latin-1 " * 10, "not valid UTF-8")],
-    ids=["empty", "too-short", "not-utf8"],
-)
-def test_bad_corpus_errors_name_the_file(tmp_path, content, expected):
-    path = tmp_path / "corpus.txt"
-    path.write_bytes(content)
-    with pytest.raises(InputError) as err:
-        ltg.read_corpus(path, lowercase=True, min_chars=41)
-    assert str(path) in str(err.value) and expected in str(err.value)
+def test_a_corpus_needs_one_window_on_each_side_of_the_split():
+    assert ltg.split_point(1000, 0.05) == 950
+    assert not ltg.too_short(1000, 40, 0.05)  # 950 training and 50 held-out characters, each > 40
+    assert ltg.too_short(1000, 50, 0.05)  # the held-out part (50) has no window of 50 + 1
+    assert not ltg.too_short(51, 50, 0.0) and ltg.too_short(50, 50, 0.0)  # no hold-out asked for: only the training part
+    assert ltg.too_short(0, 1, 0.0)
+
+
+def test_score_gives_bits_per_char_and_the_counts():
+    """A uniform guess over 8 symbols costs ln 8 nats: exactly 3 bits per character."""
+    metrics = ltg.score(math.log(8), characters=1000, vocab_size=8, val_windows=17)
+    assert metrics == {
+        "characters": 1000,
+        "vocab_size": 8,
+        "val_windows": 17,
+        "val_loss": math.log(8),
+        "val_bits_per_char": pytest.approx(3.0, rel=1e-15),
+    }
+    assert ltg.score(None, characters=1000, vocab_size=8, val_windows=0) == {
+        "characters": 1000,
+        "vocab_size": 8,
+        "val_windows": 0,
+    }
 
 
 def test_tiny_model_loss_falls():
@@ -123,23 +137,33 @@ def test_dvc_repro_on_nietzsche(project):
     chars = read_json(project / "data/processed" / key / "chars.json")["chars"]
     assert chars == sorted(set(chars)) and all(c == c.lower() for c in chars)
 
-    metrics = read_json(project / "metrics" / f"{key}.json")
+    metrics = read_json(project / Layout(key).metrics)
     assert {"val_loss", "val_bits_per_char", "vocab_size"} <= set(metrics)
     assert all(isinstance(v, (int, float)) for v in metrics.values())  # numbers only: dvc metrics show stays a table
     assert metrics["val_bits_per_char"] == pytest.approx(metrics["val_loss"] / np.log(2))
-    final = (project / "plots" / key / "figures" / "samples.md").read_text(encoding="utf-8")
-    assert "temperature 0.2" in final and "temperature 1.0" in final
+    # evaluate keeps the final samples as data; plot renders them (and nothing is relayed: no history.json)
+    assert sorted(p.name for p in (project / "data/predictions" / key).iterdir()) == ["samples.json"]
+    final = read_json(project / "data/predictions" / key / "samples.json")
+    assert final["epoch"] is None and [s["temperature"] for s in final["samples"]] == [0.2, 0.5, 1.0, 1.2]
+    rendered = (project / Layout(key).figures / "samples.md").read_text(encoding="utf-8")
+    assert rendered == ltg.samples_markdown(f"Samples from the final model ({key})", [final])
+    assert "final model, temperature 0.2" in rendered and final["samples"][1]["text"] in rendered
+    assert not list(project.glob("**/history.json"))
+    model_json = read_json(project / "models" / key / "model.json")
+    assert model_json["build"] == {"maxlen": 40, "vocab_size": len(chars), "units": 32, "learning_rate": 0.01}
+    assert model_json["info"]["parameters"] == 4 * (32 * (len(chars) + 32) + 32) + (32 + 1) * len(chars)
 
-    samples = (project / "plots" / key / "training" / "samples.md").read_text(encoding="utf-8")
+    samples = (project / Layout(key).training / "samples.md").read_text(encoding="utf-8")
     for epoch in (1, 2):
         for t in (0.2, 1.0):
             assert f"epoch {epoch}, temperature {t}" in samples
     assert "Seed (offset" in samples
-    assert (project / "data/predictions" / key / "samples.json").is_file()
     assert (project / "models" / key / "model.weights.h5").is_file()
-    loss_csv = (project / "plots" / key / "figures" / "loss.csv").read_text().splitlines()
+    loss_csv = (project / Layout(key).figures / "loss.csv").read_text().splitlines()
     assert loss_csv[0] == "epoch,loss,val_loss" and len(loss_csv) == 3
-    assert (project / "plots" / key / "figures" / "loss.png").stat().st_size > 1000
+    tsv = (project / Layout(key).training / "plots" / "metrics" / "val_loss.tsv").read_text().splitlines()
+    assert [row.split(",")[2] for row in loss_csv[1:]] == [f"{float(line.split()[1]):.6g}" for line in tsv[1:]]
+    assert (project / Layout(key).figures / "loss.png").stat().st_size > 1000
 
     out = run(
         [
@@ -158,24 +182,21 @@ def test_dvc_repro_on_nietzsche(project):
         project,
     )
     assert out.stdout.startswith("The will to") and len(out.stdout.rstrip("\n")) == len("The will to") + 25
+    assert_code_deps_match_imports(project)  # preprocess imported nietzsche.py, and no step the text_file loader
 
 
 def test_samples_survive_a_resume(tmp_path, monkeypatch):
     """A resumed run keeps the epochs sampled before the interruption and redoes the cut-short one."""
-    from types import SimpleNamespace
-
-    from stages.core.layout import Layout
-
     monkeypatch.chdir(tmp_path)
     chars = ltg.char_table(ENGLISH)
     idx = ltg.encode(ENGLISH, chars)
     params = ltg.Train(units=8, batch_size=16, epochs=3, learning_rate=0.01, sample_length=12, temperatures=[0.5])
-    run_ = SimpleNamespace(params=SimpleNamespace(train=params), seed=3, paths=Layout("lstm_text_generation-t"))
+    run_ = Run("lstm_text_generation", "t", "train", params, Layout("lstm_text_generation-t"), _seed=3)
     store = run_.paths.checkpoints / "samples.json"
     earlier = ltg.epoch_samples(fake_predict(len(chars)), idx, chars, 10, 12, [0.5], 3, 1)
     stale = dict(earlier, epoch=2, seed_text="from an epoch whose checkpoint was never written")
     write_json(store, {"entries": [earlier, stale]})
-    callback = ltg._samples_callback(run_, idx, chars, 10, store)
+    callback = ltg.samples_callback(run_, idx, chars, 10, store)
     callback.set_model(ltg.build_model(10, len(chars), 8, 0.01))
     callback.on_epoch_end(1)  # epoch 2, run again after the resume
     entries = read_json(store)["entries"]
@@ -184,11 +205,27 @@ def test_samples_survive_a_resume(tmp_path, monkeypatch):
     assert "## epoch 1" in (run_.paths.training / "samples.md").read_text(encoding="utf-8")
 
 
+def test_plot_reads_the_dvclive_losses_and_renders_the_final_samples(tmp_path, monkeypatch):
+    """Without a hold-out train logs no val_loss: loss.csv then has the training loss only."""
+    monkeypatch.chdir(tmp_path)
+    run_ = Run("lstm_text_generation", "t", "plot", ltg.Plot(dpi=20), Layout("lstm_text_generation-t"))
+    (run_.paths.training / "plots" / "metrics").mkdir(parents=True)
+    (run_.paths.training / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n0\t2.5\n1\t2.0312345678\n")
+    chars = ltg.char_table(ENGLISH)
+    final = dict(ltg.epoch_samples(fake_predict(len(chars)), ltg.encode(ENGLISH, chars), chars, 10, 12, [0.5], 3, 0), epoch=None)
+    write_json(run_.paths.predictions / "samples.json", final)
+    ltg.plot(run_)
+    assert (run_.paths.figures / "loss.csv").read_text() == "epoch,loss\n1,2.5\n2,2.03123\n"
+    md = (run_.paths.figures / "samples.md").read_text(encoding="utf-8")
+    assert md.startswith("# Samples from the final model (lstm_text_generation-t)") and final["samples"][0]["text"] in md
+    assert (run_.paths.figures / "loss.png").stat().st_size > 1000
+
+
 def add_corpus_run(project, name: str, source: str, **preprocess) -> None:
     """The module docstring's recipe: a run under preprocess's foreach in dvc.yaml and a variant in params.yaml."""
     dvc_yaml = project / "dvc.yaml"
     anchor = "      lstm_text_generation-nietzsche: {"
-    entry = f"      lstm_text_generation-{name}: {{example: lstm_text_generation, variant: {name}, source: {source}, loader: stages/lstm_text_generation.py}}\n"
+    entry = f"      lstm_text_generation-{name}: {{example: lstm_text_generation, variant: {name}, source: {source}, loader: stages/datasets/text_file.py}}\n"
     text = dvc_yaml.read_text()
     assert anchor in text
     dvc_yaml.write_text(text.replace(anchor, entry + anchor, 1))
@@ -212,19 +249,20 @@ def test_declared_chinese_corpus_preprocesses_and_is_locked(project):
     assert meta["characters"] == len(CHINESE) and meta["vocab_size"] == len(set(CHINESE)) > 256
     assert np.load(folder / "text.npy").dtype == np.uint16
     assert read_json(folder / "chars.json")["chars"] == sorted(set(CHINESE))
+    assert_code_deps_match_imports(project)  # the run's loader, stages/datasets/text_file.py, is what preprocess imported
 
     # The same declared file, no longer UTF-8: one paragraph naming the file, no traceback.
     (project / "texts" / "mine.txt").write_bytes("Götterdämmerung ".encode("latin-1") * 10)
     result = run(
         [sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "mine"], project, check=False
     )
-    assert result.returncode == 2 and "texts/mine.txt is not valid UTF-8" in result.stderr
+    assert result.returncode == 2 and "text file texts/mine.txt is not valid UTF-8 (byte 1: invalid" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 RECIPE = re.escape(
     "Put the file in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
-    "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/lstm_text_generation.py}`; "
+    "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`; "
     "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`"
 )
 
@@ -254,7 +292,7 @@ def test_corpus_symlink_leading_outside_is_refused_before_reading(tmp_path, monk
     params["lstm_text_generation"]["variants"]["mine"] = {"preprocess": {"corpus": "texts/mine.txt"}}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(project)
-    _, run_ = make_run("lstm_text_generation", "mine")
+    _, run_ = make_run("lstm_text_generation", "mine", "preprocess")
     with pytest.raises(
         ParamsError,
         match=re.escape(
@@ -262,7 +300,7 @@ def test_corpus_symlink_leading_outside_is_refused_before_reading(tmp_path, monk
             f"is a symlink to {tmp_path / 'secret.txt'}, outside the project"
         ),
     ):
-        ltg.corpus_file(run_)
+        ltg.corpus_text(run_)
 
 
 def test_undeclared_project_file_is_refused_before_reading(project):
@@ -304,9 +342,8 @@ def test_undeclared_project_file_is_refused_before_reading(project):
 @pytest.mark.skipif(not (SHARED_DATASETS / "nietzsche" / "nietzsche.txt").is_file(), reason="needs ../shared/datasets")
 def test_real_nietzsche_counts():
     """The notes' numbers: 600,893 characters, 57 symbols lowercased, 200,285 windows before the hold-out."""
-    path = SHARED_DATASETS / "nietzsche" / "nietzsche.txt"
-    text = ltg.read_corpus(path, lowercase=True, min_chars=41)
+    text = (SHARED_DATASETS / "nietzsche" / "nietzsche.txt").read_bytes().decode("utf-8")
     assert len(text) == 600_893
-    assert len(ltg.char_table(text)) == 57
+    assert len(ltg.char_table(text.lower())) == 57
     assert len(ltg.window_starts(0, len(text), 40, 3)) == 200_285
-    assert len(ltg.char_table(ltg.read_corpus(path, lowercase=False, min_chars=41))) == 84  # the notes' shapes say 58
+    assert len(ltg.char_table(text)) == 84  # the notes' shapes say 58

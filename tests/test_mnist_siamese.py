@@ -127,12 +127,12 @@ def test_pipeline_end_to_end_and_plotted_threshold_follows_evaluate(project):
     write_mnist_npz(project / "data/raw/mnist", n_train=600, n_test=200)
     run(["dvc", "commit", "-f", "download@mnist"], project)
     run(["dvc", "repro", "plot@mnist_siamese-mlp"], project)
-    metrics = json.loads((project / "metrics/mnist_siamese-mlp.json").read_text())
+    metrics = json.loads((project / "metrics/mnist_siamese/mlp.json").read_text())
     assert metrics["train"]["pairs"] == 20 * (60 - 1) and metrics["test"]["pairs"] == 20 * (20 - 1)
     assert metrics["test"]["accuracy"] > 0.6 and metrics["test"]["roc_auc"] > 0.7
     config = json.loads((project / "models/mnist_siamese-mlp/model.json").read_text())
     assert config == {"build": {"learning_rate": 0.001, "dropout": 0.1, "margin": 1.0}, "info": {"parameters": ms.N_PARAMS}}
-    figures = project / "plots/mnist_siamese-mlp/figures"
+    figures = project / "plots/mnist_siamese/mlp/figures"
     for name in ("distances.csv", "distances.png", "embeddings.csv", "embeddings.png"):
         assert (figures / name).is_file(), name
     drawn = json.loads((figures / "thresholds.json").read_text())
@@ -148,7 +148,7 @@ def test_pipeline_end_to_end_and_plotted_threshold_follows_evaluate(project):
     meta = json.loads((project / "data/predictions/mnist_siamese-mlp/meta.json").read_text())
     assert meta["threshold"] == 0.8
     assert json.loads((figures / "thresholds.json").read_text())["threshold"] == 0.8
-    assert json.loads((project / "metrics/mnist_siamese-mlp.json").read_text())["threshold"] == 0.8
+    assert json.loads((project / "metrics/mnist_siamese/mlp.json").read_text())["threshold"] == 0.8
     # same predictions, so the data plots are byte-identical (PCA needs no seed); only the picture's line moved
     assert (figures / "distances.csv").read_bytes() == before["distances.csv"]
     assert (figures / "embeddings.csv").read_bytes() == before["embeddings.csv"]

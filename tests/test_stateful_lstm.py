@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from stages import stateful_lstm as sl
-from stages.core.layout import Layout
+from stages.core.layout import MODEL, WEIGHTS, Layout
+from stages.core.metrics import regression_metrics
 
 
 def test_damped_cosine_values_and_shape():
@@ -53,8 +54,39 @@ def test_model_has_the_original_parameter_count():
 
 
 def test_regression_metrics():
-    m = sl.regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 4.0, 2.0]))
+    m = regression_metrics(np.array([1.0, 2.0, 3.0]), np.array([1.0, 4.0, 2.0]))
     assert m == {"mse": pytest.approx(5 / 3), "mae": pytest.approx(1.0)}
+
+
+SERIES = np.array([1.0, 2.0, 4.0, 7.0, 0.0], np.float32).reshape(5, 1, 1)
+TARGETS = np.array([2.0, 4.0, 7.0, 0.0, 0.0], np.float32).reshape(5, 1)  # lahead 2: last two are placeholders
+PREDICTED = np.array([3.0, 4.0, 5.0, 9.0, -1.0], np.float32).reshape(5, 1)
+
+
+def test_score_leaves_out_the_zero_tail_and_compares_with_repeating_the_current_value():
+    metrics = sl.score(SERIES, TARGETS, PREDICTED, lahead=2, exclude_zero_tail=True)
+    # rows 0..2: model errors 1, 0, -2; naive (the current value) errors -1, -2, -3
+    assert metrics == {
+        "model": {"mse": pytest.approx(5 / 3), "mae": pytest.approx(1.0)},
+        "naive_last_value": {"mse": pytest.approx(14 / 3), "mae": pytest.approx(2.0)},
+        "rows_scored": 3,
+        "lahead": 2,
+        "mse_ratio_to_naive": pytest.approx(5 / 14),
+    }
+
+
+def test_score_with_the_tail_scores_every_row():
+    metrics = sl.score(SERIES, TARGETS, PREDICTED, lahead=2, exclude_zero_tail=False)
+    assert metrics["rows_scored"] == 5
+    assert metrics["model"] == regression_metrics(TARGETS, PREDICTED)
+    assert metrics["naive_last_value"]["mse"] == pytest.approx((1 + 4 + 9 + 49 + 0) / 5)
+
+
+def test_score_ratio_survives_a_perfect_naive_forecast():
+    flat = np.ones((4, 1, 1), np.float32)
+    metrics = sl.score(flat, np.ones((4, 1), np.float32), np.full((4, 1), 2.0, np.float32), lahead=1, exclude_zero_tail=False)
+    assert metrics["naive_last_value"]["mse"] == 0.0
+    assert metrics["mse_ratio_to_naive"] == pytest.approx(1e12)
 
 
 @pytest.mark.parametrize("variant, lahead", [("lahead1", 1), ("lahead20", 20), ("lahead5000", 5000)])
@@ -69,7 +101,11 @@ def test_pipeline_outputs(built_project, variant, lahead):
     metrics = json.loads((root / paths.metrics).read_text())
     assert metrics["lahead"] == lahead
     assert metrics["rows_scored"] == 6000 - lahead
-    assert set(metrics["model"]) == {"mse", "mae"} and set(metrics["naive_last_value"]) == {"mse", "mae"}
+    predicted = np.load(root / paths.predictions / "predicted.npy")
+    assert metrics == json.loads(json.dumps(sl.score(x, y, predicted, lahead, exclude_zero_tail=True)))
+
+    model = json.loads((root / paths.model / MODEL).read_text())
+    assert model == {"build": {"batch_size": 25, "learning_rate": 0.001}, "info": {"parameters": sl.N_PARAMS}}
 
     history = pd.read_csv(root / paths.training / "plots" / "metrics" / "loss.tsv", sep="\t")
     assert list(history["step"]) == [0, 1]  # two epochs
@@ -79,4 +115,4 @@ def test_pipeline_outputs(built_project, variant, lahead):
     assert len(predictions) == 100  # plot.max_points
     for name in ("predictions.png", "loss.png"):
         assert (root / paths.figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (root / paths.model / "model.weights.h5").is_file()
+    assert (root / paths.model / WEIGHTS).is_file()

@@ -1,18 +1,23 @@
 """Where each step of each run reads and writes: the single source of the paths.
 
-dvc.yaml declares the same paths with `${key}` (the run key, `<example>-<variant>`);
-tests/test_layout.py checks that every stage DVC resolves lists exactly these,
-so the code and the pipeline cannot drift apart.
+dvc.yaml declares the same paths with `${key}` (the run key, `<example>-<variant>`)
+and `${item.example}`/`${item.variant}`; tests/test_pipeline.py checks that every
+stage DVC resolves lists exactly these, so the code and the pipeline cannot drift
+apart.
 
-Layers, by example run:
-    data/raw/<dataset>/          download     (DVC cache)
-    data/processed/<run>/        preprocess   (DVC cache)
-    models/<run>/                train        (DVC cache)
-    plots/<run>/training/        train        (git: DVCLive per-epoch metrics)
-    data/predictions/<run>/      evaluate     (DVC cache)
-    metrics/<run>.json           evaluate     (git)
-    plots/<run>/figures/         plot         (git: CSV/JSON for DVC templates, PNGs)
-    .checkpoints/<run>/          train        (neither: resume state while training runs)
+Layers, by example run (<run> = <example>-<variant>):
+    data/raw/<dataset>/                  download     (DVC cache)
+    data/processed/<run>/                preprocess   (DVC cache)
+    models/<run>/                        train        (DVC cache)
+    plots/<example>/<variant>/training/  train        (git: DVCLive per-epoch metrics)
+    data/predictions/<run>/              evaluate     (DVC cache)
+    metrics/<example>/<variant>.json     evaluate     (git)
+    plots/<example>/<variant>/figures/   plot         (git: CSV/JSON for DVC templates, PNGs)
+    plots/compare/<example>/             compare      (git: every variant side by side)
+    .checkpoints/<run>/                  train        (neither: resume state while training runs)
+metrics and plots are grouped by example so that the compare stage can depend
+on one example's folders (metrics/<example>, plots/<example>) whatever its
+number of variants: adding a variant re-runs only its own stages and compare.
 """
 
 from __future__ import annotations
@@ -62,7 +67,15 @@ def raw_dir(dataset: str) -> Path:
 class Layout:
     """All paths of one run, relative to the project root."""
 
-    key: str
+    key: str  # <example>-<variant>; example names (module names) hold no '-'
+
+    @property
+    def example(self) -> str:
+        return self.key.split("-", 1)[0]
+
+    @property
+    def variant(self) -> str:
+        return self.key.split("-", 1)[1]
 
     @property
     def processed(self) -> Path:
@@ -74,7 +87,7 @@ class Layout:
 
     @property
     def training(self) -> Path:
-        return Path("plots") / self.key / "training"
+        return Path("plots") / self.example / self.variant / "training"
 
     @property
     def predictions(self) -> Path:
@@ -82,11 +95,11 @@ class Layout:
 
     @property
     def metrics(self) -> Path:
-        return Path("metrics") / f"{self.key}.json"
+        return Path("metrics") / self.example / f"{self.variant}.json"
 
     @property
     def figures(self) -> Path:
-        return Path("plots") / self.key / "figures"
+        return Path("plots") / self.example / self.variant / "figures"
 
     @property
     def checkpoints(self) -> Path:
@@ -100,3 +113,8 @@ class Layout:
             "evaluate": [self.predictions, self.metrics],
             "plot": [self.figures],
         }[step]
+
+
+def compare_dir(example: str) -> Path:
+    """Where compare@<example> writes: beside, not inside, the folders it reads (metrics/<example>, plots/<example>)."""
+    return Path("plots") / "compare" / example

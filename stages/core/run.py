@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from stages.core.errors import InputError, ParamsError, StageError
-from stages.core.layout import SEEDED_STEPS, Layout, discover_examples, raw_dir, run_key
+from stages.core.layout import SEEDED_STEPS, Layout, compare_dir, discover_examples, raw_dir, run_key
 from stages.core.params import dotted_key, load_run_params, read_params, validate_example, validate_top_level
 
 
@@ -117,3 +117,45 @@ def check_all_params(params_file: str = "params.yaml") -> list[str]:
     if problems:
         raise ParamsError(" ".join(problems))
     return runs
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What an example's compare step receives: every variant's paths, the example's plot section, its output folder.
+
+    compare@<example> depends on metrics/<example> and plots/<example> (every
+    variant's metrics and plot folders) and on `<example>.plot` and
+    `<example>.variants` in params.yaml; `params` is the plot section with no
+    variant merged.
+    """
+
+    example: str
+    variants: tuple[str, ...]
+    runs: dict[str, Layout]
+    params: Any
+    out: Path
+
+
+def make_comparison(example: str, params_file: str = "params.yaml") -> tuple[ModuleType, Comparison]:
+    """Validate the example's params; return (module, Comparison); the module must define `compare`."""
+    module = load_example(example)
+    data = read_params(params_file)
+    validate_top_level(data, discover_examples(params_file), params_file)
+    variants = tuple(validate_example(data, example, module.Params, params_file))
+    if not hasattr(module, "compare"):
+        raise InputError(f"example '{example}' has no compare step (stages/{example}.py defines no compare function).")
+    base = {k: v for k, v in data[example].items() if k != "variants"}
+    comparison = Comparison(
+        example=example,
+        variants=variants,
+        runs={v: Layout(run_key(example, v)) for v in variants},
+        params=module.Params.model_validate(base).plot,
+        out=compare_dir(example),
+    )
+    missing = [str(p) for layout in comparison.runs.values() for p in (layout.metrics, layout.training) if not p.exists()]
+    if missing:
+        raise InputError(
+            f"compare@{example} needs {', '.join(missing)}, which does not exist yet; "
+            f"run `dvc repro compare@{example}` so DVC builds every variant first."
+        )
+    return module, comparison

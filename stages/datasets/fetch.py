@@ -54,7 +54,7 @@ CHUNK = 1 << 20
 PROGRESS_MIN_BYTES = 4 << 20
 
 PACKAGE = Path(__file__).parent
-NOT_DATASETS = frozenset({"__init__", "fetch"})  # the modules here that are not datasets
+NOT_DATASETS = frozenset({"__init__", "fetch", "text_file"})  # not datasets (text_file reads a project file)
 
 
 # --- the datasets -------------------------------------------------------------
