@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -49,10 +49,7 @@ from stages.core.files import atomic_dir, load_array, read_json, save_arrays, wr
 from stages.core.layout import META
 from stages.core.metrics import accuracy, cross_entropy, write_metrics
 from stages.core.params import ExampleParams, Section
-from stages.core.run import Run
-
-if TYPE_CHECKING:
-    from stages.core.run import Comparison
+from stages.core.run import Comparison, Run
 
 # The Keras loader's word-id conventions (reuters.load_data's defaults, as the original used them).
 START_CHAR = 1  # first word of every newswire

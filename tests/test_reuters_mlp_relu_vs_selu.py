@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,7 @@ import pytest
 
 from stages import reuters_mlp_relu_vs_selu as rv
 from stages.core.errors import ParamsError
-from stages.core.layout import Layout, run_key
+from stages.core.layout import Layout, compare_dir, run_key
 from stages.core.run import Run, make_run
 from tests.conftest import ROOT, assert_code_deps_match_imports, run, set_param
 from tests.fixtures import write_reuters
@@ -143,65 +142,54 @@ def test_history_and_compare_rows():
     assert table == {"variant": ["b", "a"], "test_loss": [1.0, 2.0], "test_accuracy": [0.5, 0.4], "test_macro_f1": [0.25, 0.1]}
 
 
-def test_pipeline_end_to_end_then_a_third_network_alone(project, monkeypatch):
-    """Real DVC on a 1,000-newswire fixture (recorded as download@reuters' result): both networks, then one more."""
+def test_pipeline_end_to_end_then_a_third_network_alone(project):
+    """Real DVC on a 1,000-newswire fixture (recorded as download@reuters' result): both networks and compare,
+    then a third network, which runs only its own stages and compare."""
     npz, _ = write_reuters(project / "data/raw/reuters", n=1000)
     run(["dvc", "commit", "-f", "download@reuters"], project)
-    keys = {variant: run_key(EXAMPLE, variant) for variant in ("relu", "selu")}
-    run(["dvc", "repro", *(f"plot@{key}" for key in keys.values())], project)
+    run(["dvc", "repro", f"compare@{EXAMPLE}"], project)
 
     (x_train, y_train), (x_test, y_test) = keras_reference(npz)
     prior = np.bincount(y_train, minlength=46) / len(y_train)
     prior_loss = rv.cross_entropy(np.tile(prior, (len(y_test), 1)), y_test)  # what knowing only topic frequencies scores
     majority = np.bincount(y_test).max() / len(y_test)
-    for variant, key in keys.items():
-        processed = project / "data/processed" / key
+    for variant in ("relu", "selu"):
+        paths = Layout(run_key(EXAMPLE, variant))
+        processed = project / paths.processed
         np.testing.assert_array_equal(unpacked(np.load(processed / "x_train.npy"), 1000), x_train)
         np.testing.assert_array_equal(unpacked(np.load(processed / "x_test.npy"), 1000), x_test)
         np.testing.assert_array_equal(np.load(processed / "y_train.npy"), y_train)
         np.testing.assert_array_equal(np.load(processed / "y_test.npy"), y_test)
-        metrics = json.loads((project / "metrics" / f"{key}.json").read_text())["test"]
+        metrics = json.loads((project / paths.metrics).read_text())["test"]
         # chance is 1/46; both networks beat always answering the commonest topic, and the topic prior's loss
         assert metrics["accuracy"] > majority + 0.08 and metrics["loss"] < prior_loss - 0.25, (variant, metrics, majority)
-        info = json.loads((project / "models" / key / "model.json").read_text())
+        info = json.loads((project / paths.model / "model.json").read_text())
         assert info["build"]["activation"] == variant and info["info"]["fit_rows"] == rv.validation_index(800, 0.1)
-        history = pd.read_csv(project / "plots" / key / "figures/history.csv")
-        assert history["epoch"].tolist() == list(range(1, 11))
-        assert set(history.columns) == {"epoch", *rv.CURVES}
-        assert (project / "plots" / key / "figures/training.png").is_file()
-    steps = {f"{step}@{key}" for step in ("preprocess", "train", "evaluate", "plot") for key in keys.values()}
-    assert steps <= assert_code_deps_match_imports(project)
+        history = pd.read_csv(project / paths.figures / "history.csv")
+        assert history["epoch"].tolist() == list(range(1, 11)) and set(history.columns) == {"epoch", *rv.CURVES}
+        assert (project / paths.figures / "training.png").is_file()
+    compared = project / compare_dir(EXAMPLE)
+    losses = pd.read_csv(compared / "losses.csv")
+    assert len(losses) == 2 * 10 and losses["val_loss"].notna().all()
+    assert (compared / "losses.png").is_file() and (compared / "accuracy.png").is_file()
+    steps = {f"{step}@{run_key(EXAMPLE, v)}" for step in ("preprocess", "train", "evaluate", "plot") for v in ("relu", "selu")}
+    assert steps | {f"compare@{EXAMPLE}"} <= assert_code_deps_match_imports(project)
 
-    # a third network: one variant in params.yaml and one run line in dvc.yaml; only its stages run
+    # a third network: one variant in params.yaml and one run line in dvc.yaml
     set_param(project, f"{EXAMPLE}.variants.wide_adam", {"train": {"units": 32, "optimizer": "adam", "learning_rate": 0.01}})
     third = run_key(EXAMPLE, "wide_adam")
     entry = f"{third}: {{example: {EXAMPLE}, variant: wide_adam, source: data/raw/reuters, loader: stages/datasets/reuters.py}}"
     dvc_yaml = (project / "dvc.yaml").read_text()
-    line = next(line for line in dvc_yaml.splitlines() if line.strip().startswith(f"{keys['selu']}:"))
+    line = next(line for line in dvc_yaml.splitlines() if line.strip().startswith(f"{run_key(EXAMPLE, 'selu')}:"))
     (project / "dvc.yaml").write_text(dvc_yaml.replace(line, f"{line}\n{line[: len(line) - len(line.lstrip())]}{entry}"))
-    out = run(["dvc", "repro", *(f"plot@{run_key(EXAMPLE, v)}" for v in ("relu", "selu", "wide_adam"))], project).stdout
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {
-        f"{s}@{third}" for s in ("preprocess", "train", "evaluate", "plot")
-    }
-    assert json.loads((project / "models" / third / "model.json").read_text())["build"]["units"] == 32
-    shown = run(["dvc", "metrics", "show"], project).stdout
-    assert all(f"metrics/{run_key(EXAMPLE, v)}.json" in shown for v in ("relu", "selu", "wide_adam"))
-
-    # compare, as the compare stage will call it (its inputs: every run's metrics file and plots folder)
-    monkeypatch.chdir(project)
+    out = run(["dvc", "repro", f"compare@{EXAMPLE}"], project).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {f"{s}@{third}" for s in ("preprocess", "train", "evaluate", "plot")} | {f"compare@{EXAMPLE}"}
+    assert json.loads((project / Layout(third).model / "model.json").read_text())["build"]["units"] == 32
     variants = ("relu", "selu", "wide_adam")
-    c = SimpleNamespace(
-        example=EXAMPLE,
-        variants=variants,
-        runs={v: Layout(run_key(EXAMPLE, v)) for v in variants},
-        params=rv.Plot(dpi=40),
-        out=Path("plots") / EXAMPLE / "compare",
-    )
-    rv.compare(c)
-    table = pd.read_csv(c.out / "table.csv")
+    table = pd.read_csv(compared / "table.csv")
     assert table["variant"].tolist() == list(variants)
-    accuracies = [json.loads(Path(c.runs[v].metrics).read_text())["test"]["accuracy"] for v in variants]
-    np.testing.assert_allclose(table["test_accuracy"], accuracies, rtol=1e-5)
-    losses = pd.read_csv(c.out / "losses.csv")
-    assert len(losses) == 30 and losses["val_loss"].notna().all()
-    assert (c.out / "losses.png").is_file() and (c.out / "accuracy.png").is_file()
+    metrics = [json.loads((project / Layout(run_key(EXAMPLE, v)).metrics).read_text())["test"] for v in variants]
+    np.testing.assert_allclose(table["test_accuracy"], [m["accuracy"] for m in metrics], rtol=1e-5)
+    shown = run(["dvc", "metrics", "show"], project).stdout
+    assert all(str(Layout(run_key(EXAMPLE, v)).metrics) in shown for v in variants), shown
