@@ -250,14 +250,13 @@ def compare(c: Comparison) -> None:
     with atomic_dir(c.out) as out:
         write_csv(out / "table.csv", table)
         with png(out / "predictions.png", figsize=(5 * len(table["variant"]), 4.5), dpi=100) as fig:
-            axes = np.atleast_1d(fig.subplots(1, len(table["variant"]), sharey=True))
+            axes = np.atleast_1d(fig.subplots(1, len(table["variant"])))  # each on its own scale: lahead 5000 is small
             for ax, variant, mse, naive in zip(axes, table["variant"], table["model_mse"], table["naive_mse"], strict=True):
                 frame = pd.read_csv(c.runs[variant].figures / "predictions.csv")
                 ax.plot(frame["step"], frame["expected"], label="expected", linewidth=1)
                 ax.plot(frame["step"], frame["predicted"], label="predicted", linewidth=1)
                 ax.set_title(f"{variant}: MSE {mse:.3g} (naive {naive:.3g})")
-                ax.set_xlabel("step")
-            axes[0].set_ylabel("mean of the next lahead values")
+                ax.set(xlabel="step (point of the series)", ylabel="mean of the next lahead values")
             axes[0].legend()
         with png(out / "mse.png", figsize=(6, 4), dpi=100) as fig:
             ax = fig.subplots()

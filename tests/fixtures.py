@@ -98,15 +98,38 @@ def write_imdb(folder: Path, n: int = 200, vocab: int = 300, seed: int = 0) -> l
     return [npz, index]
 
 
-def write_reuters(folder: Path, n: int = 300, vocab: int = 200, topics: int = 46, seed: int = 0) -> list[Path]:
-    """reuters.npz (one set: x object array of int lists, y int64 topics) + reuters_word_index.json."""
+def write_reuters(
+    folder: Path,
+    n: int = 300,
+    vocab: int = 1500,
+    topics: int = 46,
+    signature: int = 3,
+    noise: tuple[int, int] = (10, 30),
+    seed: int = 0,
+) -> list[Path]:
+    """reuters.npz (one set: x object array of raw int lists, y int64 topics) + reuters_word_index.json.
+
+    Topic t has about 1/(t+1) the newswires of topic 0 (at least two each),
+    skewed like the real data. Each newswire holds its topic's `signature`
+    words (raw ids signature*t+1 ..) among `noise` words drawn from the whole
+    vocabulary, so the topic is learnable from a bag-of-words; vocab > 997
+    makes the rarest words out-of-vocabulary at num_words 1000, as in the real
+    data. Rows are in topic order: the loader shuffles them.
+    """
+    if n < 2 * topics:
+        raise ValueError(f"n = {n} must be at least 2 * topics = {2 * topics}")
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    y = (np.arange(n) % topics).astype(np.int64)
+    share = 1.0 / np.arange(1, topics + 1)
+    counts = 2 + np.floor((n - 2 * topics) * share / share.sum()).astype(np.int64)
+    counts[0] += n - counts.sum()
+    y = np.repeat(np.arange(topics, dtype=np.int64), counts)
     rows = []
     for label in y:
-        base = 1 + (int(label) * 3) % (vocab - 5)
-        rows.append([int(w) for w in np.concatenate([np.arange(base, base + 4), rng.integers(1, vocab, size=10)])])
+        own = signature * int(label) + np.arange(1, signature + 1)
+        words = np.concatenate([own, rng.integers(1, vocab, size=int(rng.integers(noise[0], noise[1] + 1)))])
+        rng.shuffle(words)
+        rows.append([int(w) for w in words])
     npz = folder / "reuters.npz"
     np.savez(npz, x=_object_array(rows), y=y)
     index = folder / "reuters_word_index.json"
