@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from stages.core import metrics
 from stages.core.errors import StageError
 from stages.core.files import read_json, write_json
 from stages.core.metrics import MetricError, non_finite, write_metrics
@@ -44,3 +45,18 @@ def test_a_non_finite_metric_is_named_and_nothing_is_written(tmp_path, metrics, 
 def test_non_finite_lists_every_bad_key():
     bad = non_finite({"a": {"b": float("nan")}, "c": float("inf"), "d": 1.0, "e": 3, "f": "nan"})
     assert [key for key, _ in bad] == ["a.b", "c"] and np.isnan(bad[0][1]) and bad[1][1] == float("inf")
+
+
+def test_cross_entropy_normalises_then_clips_as_keras_does():
+    probabilities = np.array([[0.5, 0.5], [2.0, 0.0], [0.0, 1.0]])  # the second row sums to 2
+    labels = np.array([0, 1, 1])
+    expected = -(np.log(0.5) + np.log(1e-7) + np.log(1 - 1e-7)) / 3
+    assert metrics.cross_entropy(probabilities, labels) == pytest.approx(expected, rel=1e-12)
+
+
+def test_accuracy_confusion_and_regression_definitions():
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert metrics.accuracy(probabilities, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    matrix = metrics.confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 2)
+    assert matrix.tolist() == [[1, 0], [1, 1]]  # row = actual, column = predicted
+    assert metrics.regression_metrics(np.array([0.0, 2.0]), np.array([1.0, 0.0])) == {"mse": 2.5, "mae": 1.5}
