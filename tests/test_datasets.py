@@ -505,3 +505,18 @@ def test_an_interrupted_download_keeps_nothing_and_says_so(tmp_path):
     assert proc.returncode == 130, err
     assert "download@nietzsche: interrupted. Nothing was kept" in err and "epoch" not in err
     assert not (project / "data" / "raw" / "nietzsche").exists()
+
+
+def test_imdb_load_follows_the_keras_loader(mirror):
+    """Shuffle with RandomState(113) (train, then test), start 1, ids + 3, ids >= num_words -> 2: as imdb.load_data."""
+    arrays, _ = imdb.load_raw(mirror / "imdb")
+    out = imdb.load(mirror / "imdb", num_words=100)
+    rng = np.random.RandomState(113)
+    for split in ("train", "test"):
+        order = np.arange(len(arrays[f"x_{split}"]))
+        rng.shuffle(order)
+        expected = [[w if w < 100 else 2 for w in [1] + [v + 3 for v in review]] for review in arrays[f"x_{split}"][order]]
+        ids, offsets, labels = out[split]
+        assert ids.dtype == np.int32 and len(offsets) == len(expected) + 1
+        assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)] == expected
+        assert labels.tolist() == arrays[f"y_{split}"][order].tolist()
