@@ -20,7 +20,7 @@ from stages.core.run import discover_examples, make_run
 from conftest import ROOT, assert_code_deps_match_imports, git, run, set_param, subprocess_env
 
 # The downloads ../shared/datasets cannot serve (the tests run offline), and the runs that wait on them.
-UNAVAILABLE = {"download@mnist", "download@reuters"}
+UNAVAILABLE = {"download@mnist", "download@reuters", "download@imdb"}
 RUNS_WITHOUT_DATA = (
     "mnist_irnn-irnn",
     "mnist_siamese-mlp",
@@ -201,6 +201,7 @@ def test_cli_help_lists_examples_and_steps():
     assert commands[:9] == ["download", "preprocess", "train", "evaluate", "plot", "compare", "repro", "summary", "check"]
     assert f"examples: {', '.join(discover_examples())}\n" in out
     assert discover_examples() == [
+        "lstm_benchmark",
         "lstm_text_generation",
         "mnist_irnn",
         "mnist_siamese",
