@@ -106,66 +106,107 @@ def dataset(params: Params) -> str:
 # --- pure functions ----------------------------------------------------------
 
 
-def window_keys(ids: np.ndarray, offsets: np.ndarray, n: int, base: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every n-gram of ragged reviews (review i = ids[offsets[i]:offsets[i + 1]]) as int64 keys, and its review.
+def windows(ids: np.ndarray, offsets: np.ndarray, n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The n-grams of ragged reviews (review i = ids[offsets[i]:offsets[i + 1]]) as n columns of words, and their reviews.
 
-    Windows are in review order, then in order of position, and never cross
-    a review's end. The key of (w_0, .., w_n-1) is sum(w_i * base ** (n-1-i)),
-    so keys of one size sort as their tuples do (every id must be < base).
+    Column j holds the j-th word of every window that lies inside one review,
+    windows in review order, then in order of position.
     """
-    ids = np.asarray(ids, np.int64)
+    count = max(len(ids) - n + 1, 0)
+    valid = np.ones(count, bool)
     lengths = np.diff(offsets)
-    starts = np.arange(max(len(ids) - n + 1, 0))
-    review = np.repeat(np.arange(len(lengths)), lengths)[: len(starts)]
-    valid = starts + n <= np.asarray(offsets[1:])[review]
-    starts, review = starts[valid], review[valid]
-    keys = np.zeros(len(starts), np.int64)
-    for i in range(n):
-        keys = keys * base + ids[starts + i]
-    return keys, review
+    for k in range(1, n):  # the last n - 1 starts of each review would cross its end
+        last = np.asarray(offsets[1:]) - k
+        last = last[(lengths >= k) & (last < count)]
+        valid[last] = False
+    review = np.repeat(np.arange(len(lengths)), lengths)[:count][valid]
+    return [ids[j : j + count][valid] for j in range(n)], review
 
 
-def ngram_table(ids: np.ndarray, offsets: np.ndarray, ngram_range: int, num_words: int) -> list[np.ndarray]:
-    """The sorted distinct keys of the training set's n-grams, one array per size 2..ngram_range.
+def sorted_keys(columns: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keys in ascending order, the permutation that sorts them) of rows of word columns.
 
-    N-gram ids follow this order: the j-th key of size n gets
-    num_words + 1 + (number of keys of smaller sizes) + j.
+    A row's key is sum(w_j * base ** (n - 1 - j)), so keys sort as the rows'
+    tuples do. When key and row number fit in 63 bits together (bigrams of
+    20,000 words: 29 + 24 bits), one np.sort of (key << bits | row) gives
+    both; otherwise a stable radix sort per column, least significant first.
     """
-    return [np.unique(window_keys(ids, offsets, n, num_words)[0]) for n in range(2, ngram_range + 1)]
+    rows = len(columns[0])
+    keys = np.zeros(rows, np.int64)
+    for column in columns:
+        keys = keys * base + column
+    row_bits = max(rows - 1, 1).bit_length()
+    if (base ** len(columns) - 1).bit_length() + row_bits <= 63:
+        packed = np.sort((keys << row_bits) | np.arange(rows))
+        return packed >> row_bits, packed & ((1 << row_bits) - 1)
+    kind = np.uint16 if base <= 2**16 else np.int64
+    order = np.arange(rows)
+    for column in reversed(columns):
+        order = order[np.argsort(column[order].astype(kind), kind="stable")]
+    return keys[order], order
+
+
+def ngram_ids(splits: list[tuple[np.ndarray, np.ndarray]], n: int, base: int, first_id: int) -> tuple[list, np.ndarray]:
+    """Ids of every size-n window of every split, from the table of the FIRST split's (training set's) n-grams.
+
+    The table is the training set's distinct n-grams in ascending tuple order,
+    numbered from first_id. Returns ([per split: (window ids, -1 where the
+    n-gram is not in the table; window reviews)], the table as int64 keys
+    sum(w_j * base ** (n - 1 - j))). All splits' windows are sorted together once.
+    """
+    found = [windows(ids, offsets, n) for ids, offsets in splits]
+    columns = [np.concatenate([cols[j] for cols, _ in found]).astype(np.int64) for j in range(n)]
+    keys, order = sorted_keys(columns, base)
+    new = np.ones(len(keys), bool)
+    new[1:] = keys[1:] != keys[:-1]
+    group = np.cumsum(new) - 1
+    in_train = np.zeros(int(new.sum()), bool)
+    in_train[group[order < len(found[0][1])]] = True
+    group_id = np.where(in_train, np.cumsum(in_train) - 1 + first_id, -1)
+    ids = np.empty(len(keys), np.int64)
+    ids[order] = group_id[group]
+    cuts = np.cumsum([len(review) for _, review in found])[:-1]
+    return [(part, review) for part, (_, review) in zip(np.split(ids, cuts), found, strict=True)], keys[new][in_train]
+
+
+def augment(
+    splits: list[tuple[np.ndarray, np.ndarray]], ngram_range: int, num_words: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+    """The original's n-gram augmentation: ([per split: new (ids int32, offsets int64)], the n-gram table).
+
+    The table (one int64 key array per size 2..ngram_range, see ngram_ids)
+    comes from the first split, the training set; the j-th n-gram of size n
+    gets id num_words + 1 + (n-grams of smaller sizes) + j. Each review gets
+    the ids of its known bigrams appended in order of position, then those of
+    its trigrams, and so on.
+    """
+    table, per_size, first_id = [], [], num_words + 1
+    for n in range(2, ngram_range + 1):
+        found, keys = ngram_ids(splits, n, num_words, first_id)
+        per_size.append(found)
+        table.append(keys)
+        first_id += len(keys)
+    out = []
+    for index, (ids, offsets) in enumerate(splits):
+        lengths = np.diff(offsets).astype(np.int64)
+        pieces = [(np.asarray(ids), np.repeat(np.arange(len(lengths)), lengths))]
+        pieces += [(found[index][0][found[index][0] >= 0], found[index][1][found[index][0] >= 0]) for found in per_size]
+        counts = [np.bincount(review, minlength=len(lengths)) for _, review in pieces]
+        new_offsets = np.concatenate([[0], np.cumsum(np.sum(counts, axis=0))]).astype(np.int64)
+        result = np.empty(new_offsets[-1], np.int32)
+        before = new_offsets[:-1].copy()  # where each review's next piece starts
+        for (values, review), count in zip(pieces, counts, strict=True):
+            piece_start = np.cumsum(count) - count
+            result[before[review] + np.arange(len(review)) - piece_start[review]] = values
+            before += count
+        out.append((result, new_offsets))
+    return out, table
 
 
 def max_features(table: list[np.ndarray], num_words: int) -> int:
     """The Embedding's input size: the largest n-gram id + 1 (num_words + 1 + count), or num_words without n-grams."""
     count = sum(len(keys) for keys in table)
     return num_words + 1 + count if count else num_words
-
-
-def add_ngrams(
-    ids: np.ndarray, offsets: np.ndarray, table: list[np.ndarray], num_words: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged reviews with the ids of their known n-grams appended: bigrams in order of position, then trigrams, ...
-
-    Returns the new (ids int32, offsets int64).
-    """
-    lengths = np.diff(offsets).astype(np.int64)
-    pieces = [(np.asarray(ids, np.int64), np.repeat(np.arange(len(lengths)), lengths))]
-    first_id = num_words + 1
-    for n, keys in enumerate(table, start=2):
-        windows, review = window_keys(ids, offsets, n, num_words)
-        where = np.searchsorted(keys, windows)
-        found = where < len(keys)
-        found[found] = keys[where[found]] == windows[found]
-        pieces.append((first_id + where[found], review[found]))
-        first_id += len(keys)
-    counts = [np.bincount(review, minlength=len(lengths)) for _, review in pieces]
-    new_offsets = np.concatenate([[0], np.cumsum(np.sum(counts, axis=0))]).astype(np.int64)
-    out = np.empty(new_offsets[-1], np.int32)
-    before = new_offsets[:-1].copy()  # where each review's next piece starts
-    for (values, review), count in zip(pieces, counts, strict=True):
-        piece_start = np.concatenate([[0], np.cumsum(count)[:-1]])
-        out[before[review] + np.arange(len(review)) - piece_start[review]] = values
-        before += count
-    return out, new_offsets
 
 
 def pad(ids: np.ndarray, offsets: np.ndarray, maxlen: int) -> np.ndarray:
@@ -275,11 +316,11 @@ def preprocess(run: Run) -> None:
             f"{run.raw}/imdb.npz: expected a non-empty training and test set with 0/1 labels in y_train and y_test; "
             "delete the folder and download it again."
         )
-    table = ngram_table(*splits["train"][:2], p.ngram_range, p.num_words)
+    augmented, table = augment([splits["train"][:2], splits["test"][:2]], p.ngram_range, p.num_words)
     features = max_features(table, p.num_words)
     arrays, lengths = {}, {}
-    for split, (ids, offsets, labels) in splits.items():
-        ids, offsets = add_ngrams(ids, offsets, table, p.num_words)
+    for split, (ids, offsets) in zip(("train", "test"), augmented, strict=True):
+        labels = splits[split][2]
         arrays[f"x_{split}"], arrays[f"y_{split}"] = pad(ids, offsets, p.maxlen), labels
         lengths[split] = round(float(np.diff(offsets).mean()), 2)
     with atomic_dir(run.paths.processed) as out:
