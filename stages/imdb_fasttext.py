@@ -22,8 +22,8 @@ Differences from the original:
   of the tuples of word ids (the original's ids depend on Python's set
   iteration). The id table, the appending and the padding are numpy over all
   reviews at once: an n-gram of size n is the int64 key
-  sum(w_i * num_words ** (n - 1 - i)), the table is np.unique over every window
-  of the training set, and np.searchsorted finds each window's id
+  sum(w_i * num_words ** (n - 1 - i)); one sort of every window of both sets
+  numbers the distinct keys that occur in the training set
   (benchmarks/imdb_ngrams.py: the original's loops against this, same ids).
   The original scans trigrams over the review with its bigram ids already
   appended; no window that reaches an appended id is in the table (those ids
@@ -119,7 +119,7 @@ def windows(ids: np.ndarray, offsets: np.ndarray, n: int) -> tuple[list[np.ndarr
         last = np.asarray(offsets[1:]) - k
         last = last[(lengths >= k) & (last < count)]
         valid[last] = False
-    review = np.repeat(np.arange(len(lengths)), lengths)[:count][valid]
+    review = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)[:count][valid]
     return [ids[j : j + count][valid] for j in range(n)], review
 
 
@@ -137,7 +137,9 @@ def sorted_keys(columns: list[np.ndarray], base: int) -> tuple[np.ndarray, np.nd
         keys = keys * base + column
     row_bits = max(rows - 1, 1).bit_length()
     if (base ** len(columns) - 1).bit_length() + row_bits <= 63:
-        packed = np.sort((keys << row_bits) | np.arange(rows))
+        packed = (keys << row_bits) | np.arange(rows)
+        del keys
+        packed.sort()
         return packed >> row_bits, packed & ((1 << row_bits) - 1)
     kind = np.uint16 if base <= 2**16 else np.int64
     order = np.arange(rows)
@@ -157,13 +159,14 @@ def ngram_ids(splits: list[tuple[np.ndarray, np.ndarray]], n: int, base: int, fi
     found = [windows(ids, offsets, n) for ids, offsets in splits]
     columns = [np.concatenate([cols[j] for cols, _ in found]).astype(np.int64) for j in range(n)]
     keys, order = sorted_keys(columns, base)
+    del columns
     new = np.ones(len(keys), bool)
     new[1:] = keys[1:] != keys[:-1]
-    group = np.cumsum(new) - 1
+    group = np.cumsum(new, dtype=np.int32) - 1
     in_train = np.zeros(int(new.sum()), bool)
     in_train[group[order < len(found[0][1])]] = True
     group_id = np.where(in_train, np.cumsum(in_train) - 1 + first_id, -1)
-    ids = np.empty(len(keys), np.int64)
+    ids = np.empty(len(keys), np.int32)
     ids[order] = group_id[group]
     cuts = np.cumsum([len(review) for _, review in found])[:-1]
     return [(part, review) for part, (_, review) in zip(np.split(ids, cuts), found, strict=True)], keys[new][in_train]
@@ -296,9 +299,7 @@ def build_model(max_features: int, embedding_dims: int, maxlen: int, learning_ra
             keras.layers.Dense(1, activation="sigmoid"),
         ]
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="binary_crossentropy", metrics=["accuracy"]
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -406,7 +407,9 @@ def plot(run: Run) -> None:
         write_csv(out / "history.csv", columns)
         write_csv(out / ROC_FILE, roc)
         with png(out / "training.png", figsize=(10, 4), dpi=run.params.dpi) as fig:
-            for ax, kind, unit in zip(fig.subplots(1, 2), ("loss", "accuracy"), ("binary cross-entropy (nats)", "accuracy")):
+            for ax, kind, unit in zip(
+                fig.subplots(1, 2), ("loss", "accuracy"), ("binary cross-entropy (nats)", "accuracy"), strict=True
+            ):
                 for name, label in ((kind, "training"), (f"val_{kind}", "validation (the test set)")):
                     if name in columns:
                         ax.plot(columns["epoch"], columns[name], marker="o", markersize=3, label=label)

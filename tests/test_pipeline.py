@@ -20,13 +20,15 @@ from stages.core.run import discover_examples, make_run
 from conftest import ROOT, assert_code_deps_match_imports, git, run, set_param, subprocess_env
 
 # The downloads ../shared/datasets cannot serve (the tests run offline), and the runs that wait on them.
-UNAVAILABLE = {"download@mnist", "download@reuters"}
+UNAVAILABLE = {"download@mnist", "download@reuters", "download@imdb"}
 RUNS_WITHOUT_DATA = (
     "mnist_irnn-irnn",
     "mnist_siamese-mlp",
     "mnist_sklearn_wrapper-grid",
     "reuters_mlp_relu_vs_selu-relu",
     "reuters_mlp_relu_vs_selu-selu",
+    "imdb_fasttext-uni",
+    "imdb_fasttext-bi",
 )
 
 
