@@ -203,6 +203,7 @@ def test_cli_help_lists_examples_and_steps():
     assert commands[:9] == ["download", "preprocess", "train", "evaluate", "plot", "compare", "repro", "summary", "check"]
     assert f"examples: {', '.join(discover_examples())}\n" in out
     assert discover_examples() == [
+        "imdb_fasttext",
         "lstm_text_generation",
         "mnist_irnn",
         "mnist_siamese",
