@@ -193,7 +193,9 @@ def augment(
     for index, (ids, offsets) in enumerate(splits):
         lengths = np.diff(offsets).astype(np.int64)
         pieces = [(np.asarray(ids), np.repeat(np.arange(len(lengths)), lengths))]
-        pieces += [(found[index][0][found[index][0] >= 0], found[index][1][found[index][0] >= 0]) for found in per_size]
+        for window_ids, review in (found[index] for found in per_size):
+            known = window_ids >= 0
+            pieces.append((window_ids[known], review[known]))
         counts = [np.bincount(review, minlength=len(lengths)) for _, review in pieces]
         new_offsets = np.concatenate([[0], np.cumsum(np.sum(counts, axis=0))]).astype(np.int64)
         result = np.empty(new_offsets[-1], np.int32)
