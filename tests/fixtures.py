@@ -98,6 +98,42 @@ def write_imdb(folder: Path, n: int = 200, vocab: int = 300, seed: int = 0) -> l
     return [npz, index]
 
 
+def write_imdb_word_order(
+    folder: Path, n: int = 500, filler: int = 50, pairs: int = 3, length: tuple[int, int] = (15, 25), seed: int = 0
+) -> list[Path]:
+    """imdb.npz + imdb_word_index.json in which only word order tells the sentiment.
+
+    Every review is `filler` words drawn uniformly (raw ids 3 .. filler + 2,
+    the same for both classes) with `pairs` two-word phrases inserted: a
+    positive review holds "not bad" (raw ids 1, 2), a negative one "bad not"
+    (2, 1). Both classes contain the same
+    words equally often, so a bag of words (unigrams) learns nothing, while
+    the bigrams (1, 2) and (2, 1) give the label away. Classes alternate.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def split(count: int) -> tuple[np.ndarray, np.ndarray]:
+        y = (np.arange(count) % 2).astype(np.int64)
+        rows = []
+        for label in y:
+            words = [int(w) for w in rng.integers(3, filler + 3, size=int(rng.integers(length[0], length[1] + 1)))]
+            phrase = [1, 2] if label else [2, 1]
+            for at in sorted(rng.choice(len(words) + 1, size=pairs, replace=False), reverse=True):
+                words[at:at] = phrase
+            rows.append(words)
+        return _object_array(rows), y
+
+    x_train, y_train = split(n)
+    x_test, y_test = split(n // 2)
+    npz = folder / "imdb.npz"
+    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    index = folder / "imdb_word_index.json"
+    words = {"not": 1, "bad": 2, **{f"word{i}": i for i in range(3, filler + 3)}}
+    index.write_text(json.dumps(words))
+    return [npz, index]
+
+
 def write_reuters(
     folder: Path,
     n: int = 300,

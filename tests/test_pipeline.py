@@ -27,6 +27,8 @@ RUNS_WITHOUT_DATA = (
     "mnist_sklearn_wrapper-grid",
     "reuters_mlp_relu_vs_selu-relu",
     "reuters_mlp_relu_vs_selu-selu",
+    "imdb_fasttext-uni",
+    "imdb_fasttext-bi",
 )
 
 
@@ -201,6 +203,7 @@ def test_cli_help_lists_examples_and_steps():
     assert commands[:9] == ["download", "preprocess", "train", "evaluate", "plot", "compare", "repro", "summary", "check"]
     assert f"examples: {', '.join(discover_examples())}\n" in out
     assert discover_examples() == [
+        "imdb_fasttext",
         "lstm_benchmark",
         "lstm_text_generation",
         "mnist_irnn",

@@ -1,0 +1,150 @@
+"""imdb_fasttext: the n-gram augmentation and padding against their definitions, scoring, the compare rows, and
+real dvc repro runs on a fixture where only word order carries the sentiment (both settings, then trigrams alone)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.imdb_ngrams import as_lists, loop_ngrams, stand_in
+from stages import imdb_fasttext as ft
+from stages.core.errors import ParamsError
+from stages.core.layout import Layout, compare_dir, run_key
+from stages.core.params import validate_example
+from tests.conftest import ROOT, assert_code_deps_match_imports, run, set_param
+from tests.fixtures import write_imdb_word_order
+
+EXAMPLE = "imdb_fasttext"
+
+
+def ragged(*reviews: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = [len(r) for r in reviews]
+    return np.array([w for r in reviews for w in r], np.int32), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def as_tuples(keys: np.ndarray, n: int, base: int) -> list[tuple[int, ...]]:
+    return [tuple(int(k) // base ** (n - 1 - j) % base for j in range(n)) for k in keys]
+
+
+def test_ngrams_of_the_documented_example():
+    """[1, 4, 9, 4, 1, 4] (num_words 10): the sets, their ids in sorted order, and what each review gets appended."""
+    train, test = ragged([1, 4, 9, 4, 1, 4]), ragged([4, 1, 4, 9], [9, 9])
+    (bi_train, bi_test), bi_table = ft.augment([train, test], 2, 10)
+    assert as_tuples(bi_table[0], 2, 10) == [(1, 4), (4, 1), (4, 9), (9, 4)]  # ids 11, 12, 13, 14
+    assert ft.max_features(bi_table, 10) == 15
+    # bigrams in order: (1,4) (4,9) (9,4) (4,1) (1,4)
+    assert bi_train[0].tolist() == [1, 4, 9, 4, 1, 4, 11, 13, 14, 12, 11]
+    # (4,1) (1,4) (4,9); (9,9) was never seen in training
+    assert bi_test[0].tolist() == [4, 1, 4, 9, 12, 11, 13, 9, 9] and bi_test[1].tolist() == [0, 7, 9]
+
+    (tri_train, tri_test), tri_table = ft.augment([train, test], 3, 10)
+    assert as_tuples(tri_table[1], 3, 10) == [(1, 4, 9), (4, 1, 4), (4, 9, 4), (9, 4, 1)]  # ids 15, 16, 17, 18
+    assert ft.max_features(tri_table, 10) == 19
+    assert tri_train[0].tolist() == [1, 4, 9, 4, 1, 4, 11, 13, 14, 12, 11, 15, 17, 18, 16]
+    assert tri_test[0].tolist() == [4, 1, 4, 9, 12, 11, 13, 16, 15, 9, 9]
+    (uni_train, _), uni_table = ft.augment([train, test], 1, 10)
+    assert uni_table == [] and ft.max_features(uni_table, 10) == 10 and uni_train[0].tolist() == train[0].tolist()
+
+
+@pytest.mark.parametrize("ngram_range", [2, 3])
+def test_augmentation_equals_the_original_loops(ngram_range):
+    """On short stand-in reviews (Zipf-like ids, so many n-grams repeat and some test ones are unknown): the same ids as the original's algorithm."""
+    train, test = stand_in(300, seed=ngram_range, mean_length=30), stand_in(200, seed=9, mean_length=30)
+    (aug_train, aug_test), table = ft.augment([train, test], ngram_range, 20_000)
+    ref_train, ref_test, features = loop_ngrams(as_lists(*train), as_lists(*test), ngram_range, 20_000)
+    assert ft.max_features(table, 20_000) == features
+    for (ids, offsets), ref in ((aug_train, ref_train), (aug_test, ref_test)):
+        assert as_lists(ids, offsets) == ref
+
+
+def test_pad_as_keras_pad_sequences():
+    ids, offsets = ragged([1, 2, 3, 4, 5], [7], [])
+    padded = ft.pad(ids, offsets, 3)
+    assert padded.dtype == np.int32
+    assert padded.tolist() == [[3, 4, 5], [0, 0, 7], [0, 0, 0]]  # pre-truncating keeps the last ids; zeros in front
+    import keras
+
+    expected = keras.utils.pad_sequences([[1, 2, 3, 4, 5], [7], []], maxlen=3)
+    np.testing.assert_array_equal(padded, expected)
+
+
+def test_an_ngram_range_whose_keys_overflow_names_both_keys():
+    data = yaml_params()
+    data[EXAMPLE]["preprocess"]["ngram_range"] = 5
+    with pytest.raises(ParamsError, match=rf"'{EXAMPLE}.preprocess.ngram_range' = 5 with '{EXAMPLE}.preprocess.num_words'"):
+        validate_example(data, EXAMPLE, ft.Params, "params.yaml")
+
+
+def yaml_params() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_score_by_hand():
+    p = np.array([0.9, 0.2, 0.6, 0.4, 1.0])
+    y = np.array([1, 0, 0, 1, 1])
+    metrics = ft.score(p, y)
+    assert metrics["test"]["accuracy"] == pytest.approx(3 / 5)
+    clipped = 1 - 1e-7  # Keras clips probabilities before the logarithm
+    expected = -(np.log(0.9) + np.log(0.8) + np.log(0.4) + np.log(0.4) + np.log(clipped)) / 5
+    assert metrics["test"]["loss"] == pytest.approx(expected)
+    # positives 0.9, 0.4, 1.0 against negatives 0.2, 0.6: 5 of the 6 pairs ranked right
+    assert metrics["test"]["roc_auc"] == pytest.approx(5 / 6)
+    assert metrics["confusion"] == [[1, 1], [1, 2]] and metrics["test_samples"] == 5
+    assert ft.binary_cross_entropy(np.array([0.0]), np.array([1])) == pytest.approx(-np.log(1e-7))
+
+
+def test_roc_points_are_thinned_with_both_ends():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 5000)
+    roc = ft.roc_points(rng.random(5000), y, max_points=20)
+    assert len(roc["fpr"]) <= 20 and (roc["fpr"][0], roc["tpr"][0]) == (0, 0) and (roc["fpr"][-1], roc["tpr"][-1]) == (1, 1)
+
+
+def test_compare_rows():
+    curve = {"val_loss": (np.array([0, 1]), np.array([0.6, 0.5])), "val_accuracy": (np.array([0, 1]), np.array([0.7, 0.8]))}
+    rows = pd.DataFrame(ft.validation_rows({"uni": curve, "bi": curve}))
+    assert rows.values.tolist() == [[1, "uni", 0.7, 0.6], [2, "uni", 0.8, 0.5], [1, "bi", 0.7, 0.6], [2, "bi", 0.8, 0.5]]
+    table = ft.summary_rows({"bi": {"test": {"accuracy": 0.9, "loss": 0.3, "roc_auc": 0.95}}})
+    assert table == {"variant": ["bi"], "test_accuracy": [0.9], "test_loss": [0.3], "test_roc_auc": [0.95]}
+
+
+def test_word_order_pipeline_then_trigrams_alone(project):
+    """Real DVC on a fixture (recorded as download@imdb's result) where only word order tells the sentiment:
+    the bigram model beats the unigram model clearly; then a trigram setting runs only its own stages and compare."""
+    write_imdb_word_order(project / "data/raw/imdb")
+    run(["dvc", "commit", "-f", "download@imdb"], project)
+    run(["dvc", "repro", f"compare@{EXAMPLE}"], project)
+
+    metrics = {v: json.loads((project / Layout(run_key(EXAMPLE, v)).metrics).read_text())["test"] for v in ("uni", "bi")}
+    assert metrics["uni"]["accuracy"] < 0.65 and metrics["bi"]["accuracy"] > 0.9, metrics
+    assert metrics["bi"]["roc_auc"] > metrics["uni"]["roc_auc"] + 0.3, metrics
+    bi = Layout(run_key(EXAMPLE, "bi"))
+    meta = json.loads((project / bi.processed / "meta.json").read_text())
+    assert meta["max_features"] == 20_001 + meta["ngrams"]["2"] and meta["maxlen"] == 40
+    assert np.load(project / bi.processed / "x_train.npy").shape == (500, 40)
+    history = pd.read_csv(project / bi.figures / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3, 4] and set(history.columns) == {"epoch", *ft.CURVES}
+    assert len(pd.read_csv(project / bi.figures / "roc.csv")) <= 50
+    compared = project / compare_dir(EXAMPLE)
+    assert len(pd.read_csv(compared / "validation.csv")) == 2 * 4 and (compared / "validation.png").is_file()
+    steps = {f"{s}@{run_key(EXAMPLE, v)}" for s in ("preprocess", "train", "evaluate", "plot") for v in ("uni", "bi")}
+    assert steps | {f"compare@{EXAMPLE}"} <= assert_code_deps_match_imports(project)
+
+    set_param(project, f"{EXAMPLE}.variants.tri", {"preprocess": {"ngram_range": 3}})
+    third = run_key(EXAMPLE, "tri")
+    entry = f"{third}: {{example: {EXAMPLE}, variant: tri, source: data/raw/imdb, loader: stages/datasets/imdb.py}}"
+    dvc_yaml = (project / "dvc.yaml").read_text()
+    line = next(line for line in dvc_yaml.splitlines() if line.strip().startswith(f"{run_key(EXAMPLE, 'bi')}:"))
+    (project / "dvc.yaml").write_text(dvc_yaml.replace(line, f"{line}\n{line[: len(line) - len(line.lstrip())]}{entry}"))
+    out = run(["dvc", "repro", f"compare@{EXAMPLE}"], project).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {f"{s}@{third}" for s in ("preprocess", "train", "evaluate", "plot")} | {f"compare@{EXAMPLE}"}
+    tri = json.loads((project / Layout(third).processed / "meta.json").read_text())
+    assert tri["ngrams"]["2"] == meta["ngrams"]["2"] and tri["max_features"] == 20_001 + tri["ngrams"]["2"] + tri["ngrams"]["3"]
+    assert pd.read_csv(compared / "table.csv")["variant"].tolist() == ["uni", "bi", "tri"]
