@@ -225,3 +225,12 @@ def built_project(tmp_path_factory) -> Path:
     git(dest, "commit", "-qm", "tiny copy")
     run(["dvc", "repro", "--keep-going"], dest, check=False, DATASETS_MIRROR=str(SHARED_DATASETS))
     return dest
+
+
+@pytest.fixture()
+def built_copy(built_project, tmp_path):
+    """A private copy of the built project (outputs, cache and lock included) to change."""
+    dest = tmp_path / "copy"
+    shutil.copytree(built_project, dest, symlinks=True)
+    shutil.copy(imports_log(built_project), imports_log(dest))  # what the build's stages imported, for the deps check
+    return dest

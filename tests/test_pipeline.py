@@ -36,14 +36,6 @@ def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture()
-def built_copy(built_project, tmp_path):
-    """A private copy of the built project (outputs, cache and lock included) to change."""
-    dest = tmp_path / "copy"
-    shutil.copytree(built_project, dest, symlinks=True)
-    return dest
-
-
 def resolved_stages(project) -> dict:
     """The stages as DVC resolves dvc.yaml (foreach expanded)."""
     from dvc.repo import Repo
@@ -113,7 +105,7 @@ def test_built_pipeline_is_complete_and_a_second_repro_runs_nothing(built_copy):
     ]
     run(["python", "-c", "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]", *modules], built_copy)
     stages = resolved_stages(built_copy)
-    missing_data = UNAVAILABLE | {"compare@reuters_mlp_relu_vs_selu"}
+    missing_data = UNAVAILABLE | {"compare@reuters_mlp_relu_vs_selu", "compare@imdb_fasttext"}
     missing_data |= {f"{step}@{run}" for step in STEPS for run in RUNS_WITHOUT_DATA}
     for name, stage in stages.items():
         if name not in missing_data:
@@ -254,9 +246,10 @@ def test_a_killed_write_leaves_nothing_git_or_dvc_sees(built_copy):
     assert status == {}
 
 
-# lstm_text_generation keeps its sampler, per-epoch samples and `generate` command in one
-# story (528 lines); every other example stays under the 400-line aim.
-LONG_EXAMPLES = {"lstm_text_generation": 560}
+# Over the 400-line aim, each for a stated reason (issue 8 keeps them open):
+# lstm_text_generation keeps its sampler, per-epoch samples and `generate` command in one story;
+# imdb_fasttext its vectorised n-gram numbering; lstm_benchmark its not-applicable (cudnn) paths.
+LONG_EXAMPLES = {"lstm_text_generation": 530, "imdb_fasttext": 450, "lstm_benchmark": 420}
 
 
 @pytest.mark.parametrize("example", discover_examples(ROOT / "params.yaml"))
