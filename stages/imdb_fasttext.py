@@ -49,7 +49,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from stages.core.errors import DatasetError, ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
 from stages.core.layout import META
-from stages.core.metrics import confusion_matrix, write_metrics
+from stages.core.metrics import confusion_matrix, cross_entropy, write_metrics
 from stages.core.params import ExampleParams, Section
 from stages.core.run import Comparison, Run
 
@@ -226,10 +226,9 @@ def pad(ids: np.ndarray, offsets: np.ndarray, maxlen: int) -> np.ndarray:
 
 
 def binary_cross_entropy(probabilities: np.ndarray, labels: np.ndarray, epsilon: float = 1e-7) -> float:
-    """Mean binary cross-entropy (nats) of P(label 1) against 0/1 labels, clipped to [epsilon, 1 - epsilon] as Keras does."""
-    p = np.clip(np.asarray(probabilities, np.float64).reshape(-1), epsilon, 1 - epsilon)
-    y = np.asarray(labels, np.float64).reshape(-1)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    """Mean binary cross-entropy (nats) of P(label 1) against 0/1 labels: the shared cross_entropy on (1 - p, p)."""
+    p = np.asarray(probabilities, np.float64).reshape(-1)
+    return cross_entropy(np.stack([1 - p, p], axis=1), labels, epsilon)
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

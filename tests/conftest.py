@@ -118,6 +118,14 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     return result
 
 
+def add_run(project: Path, after: str, entry: str) -> None:
+    """Add a run to the runs mapping of the project's dvc.yaml, on the line after run `after` (same indentation)."""
+    dvc_yaml = project / "dvc.yaml"
+    text = dvc_yaml.read_text()
+    line = next(line for line in text.splitlines() if line.strip().startswith(f"{after}:"))
+    dvc_yaml.write_text(text.replace(line, f"{line}\n{line[: len(line) - len(line.lstrip())]}{entry}", 1))
+
+
 def imports_log(project: Path) -> Path:
     """Where `python -m stages` records the project modules each command imported (beside the project)."""
     return Path(project).resolve().parent / f"{Path(project).name}.imports.jsonl"

@@ -15,7 +15,7 @@ from stages import imdb_fasttext as ft
 from stages.core.errors import ParamsError
 from stages.core.layout import Layout, compare_dir, run_key
 from stages.core.params import validate_example
-from tests.conftest import ROOT, assert_code_deps_match_imports, run, set_param
+from tests.conftest import ROOT, add_run, assert_code_deps_match_imports, run, set_param
 from tests.fixtures import write_imdb_word_order
 
 EXAMPLE = "imdb_fasttext"
@@ -139,9 +139,7 @@ def test_word_order_pipeline_then_trigrams_alone(project):
     set_param(project, f"{EXAMPLE}.variants.tri", {"preprocess": {"ngram_range": 3}})
     third = run_key(EXAMPLE, "tri")
     entry = f"{third}: {{example: {EXAMPLE}, variant: tri, source: data/raw/imdb, loader: stages/datasets/imdb.py}}"
-    dvc_yaml = (project / "dvc.yaml").read_text()
-    line = next(line for line in dvc_yaml.splitlines() if line.strip().startswith(f"{run_key(EXAMPLE, 'bi')}:"))
-    (project / "dvc.yaml").write_text(dvc_yaml.replace(line, f"{line}\n{line[: len(line) - len(line.lstrip())]}{entry}"))
+    add_run(project, run_key(EXAMPLE, "bi"), entry)
     out = run(["dvc", "repro", f"compare@{EXAMPLE}"], project).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == {f"{s}@{third}" for s in ("preprocess", "train", "evaluate", "plot")} | {f"compare@{EXAMPLE}"}

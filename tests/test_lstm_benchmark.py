@@ -15,7 +15,7 @@ from stages.core.errors import ParamsError
 from stages.core.layout import STEPS, Layout, compare_dir, run_key
 from stages.core.params import read_params, validate_example
 from stages.core.run import Run
-from tests.conftest import ROOT, assert_code_deps_match_imports, run, set_param
+from tests.conftest import ROOT, add_run, assert_code_deps_match_imports, run, set_param
 from tests.fixtures import write_imdb
 
 EXAMPLE = "lstm_benchmark"
@@ -128,9 +128,10 @@ def test_pipeline_end_to_end_then_one_more_variant_alone(built_copy):
     assert steps | {f"compare@{EXAMPLE}"} <= assert_code_deps_match_imports(project)
 
     set_param(project, f"{EXAMPLE}.variants.wide", {"train": {"units": 12}})
-    dvc_yaml = (project / "dvc.yaml").read_text()
-    line = next(x for x in dvc_yaml.splitlines() if x.strip().startswith(f"{run_key(EXAMPLE, 'cudnn')}:"))
-    (project / "dvc.yaml").write_text(dvc_yaml.replace(line, f"{line}\n{line.replace('cudnn', 'wide')}"))
+    line = next(
+        x for x in (project / "dvc.yaml").read_text().splitlines() if x.strip().startswith(f"{run_key(EXAMPLE, 'cudnn')}:")
+    )
+    add_run(project, run_key(EXAMPLE, "cudnn"), line.strip().replace("cudnn", "wide"))
     out = run(["dvc", "repro", f"compare@{EXAMPLE}"], project).stdout
     wide = run_key(EXAMPLE, "wide")
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {f"{s}@{wide}" for s in STEPS} | {f"compare@{EXAMPLE}"}

@@ -15,7 +15,7 @@ from stages import reuters_mlp_relu_vs_selu as rv
 from stages.core.errors import ParamsError
 from stages.core.layout import Layout, compare_dir, run_key
 from stages.core.run import Run, make_run
-from tests.conftest import ROOT, assert_code_deps_match_imports, run, set_param
+from tests.conftest import ROOT, add_run, assert_code_deps_match_imports, run, set_param
 from tests.fixtures import write_reuters
 
 EXAMPLE = "reuters_mlp_relu_vs_selu"
@@ -179,9 +179,7 @@ def test_pipeline_end_to_end_then_a_third_network_alone(project):
     set_param(project, f"{EXAMPLE}.variants.wide_adam", {"train": {"units": 32, "optimizer": "adam", "learning_rate": 0.01}})
     third = run_key(EXAMPLE, "wide_adam")
     entry = f"{third}: {{example: {EXAMPLE}, variant: wide_adam, source: data/raw/reuters, loader: stages/datasets/reuters.py}}"
-    dvc_yaml = (project / "dvc.yaml").read_text()
-    line = next(line for line in dvc_yaml.splitlines() if line.strip().startswith(f"{run_key(EXAMPLE, 'selu')}:"))
-    (project / "dvc.yaml").write_text(dvc_yaml.replace(line, f"{line}\n{line[: len(line) - len(line.lstrip())]}{entry}"))
+    add_run(project, run_key(EXAMPLE, "selu"), entry)
     out = run(["dvc", "repro", f"compare@{EXAMPLE}"], project).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == {f"{s}@{third}" for s in ("preprocess", "train", "evaluate", "plot")} | {f"compare@{EXAMPLE}"}
