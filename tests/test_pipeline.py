@@ -17,7 +17,7 @@ from stages.core.layout import SEEDED_STEPS, Layout
 from stages.core.params import STEPS
 from stages.core.run import discover_examples, make_run
 
-from conftest import ROOT, assert_code_deps_match_imports, git, run, set_param, subprocess_env
+from conftest import ROOT, add_run, assert_code_deps_match_imports, git, run, set_param, subprocess_env
 
 # The downloads ../shared/datasets cannot serve (the tests run offline), and the runs that wait on them.
 UNAVAILABLE = {"download@mnist", "download@reuters", "download@imdb"}
@@ -130,14 +130,8 @@ def test_compare_puts_every_variant_side_by_side_and_a_new_variant_reruns_only_i
     assert (built_copy / "plots/compare/stateful_lstm/predictions.png").stat().st_size > 10_000
 
     set_param(built_copy, "stateful_lstm.variants.lahead2", {"preprocess": {"lahead": 2}})
-    dvc_yaml = built_copy / "dvc.yaml"
-    dvc_yaml.write_text(
-        dvc_yaml.read_text().replace(
-            "      stateful_lstm-lahead20:",
-            "      stateful_lstm-lahead2: {example: stateful_lstm, variant: lahead2, source: stages/stateful_lstm.py, "
-            "loader: stages/stateful_lstm.py}\n      stateful_lstm-lahead20:",
-        )
-    )
+    entry = "stateful_lstm-lahead2: {example: stateful_lstm, variant: lahead2, source: stages/stateful_lstm.py, loader: stages/stateful_lstm.py}"
+    add_run(built_copy, "stateful_lstm-lahead1", entry)
     out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
     assert ran_stages(out.stdout) - UNAVAILABLE == {f"{s}@stateful_lstm-lahead2" for s in STEPS} | {"compare@stateful_lstm"}
     variants = [row.split(",")[0] for row in (built_copy / "plots/compare/stateful_lstm/table.csv").read_text().splitlines()[1:]]
