@@ -26,7 +26,7 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check stages tests benchmarks
 	$(BIN)/ruff format --check stages tests benchmarks
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto tests
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -226,12 +226,28 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def built_project(tmp_path_factory) -> Path:
-    """One tiny project on which `dvc repro` of every stateful_lstm stage has run (shared, read-only)."""
-    dest = copy_project(tmp_path_factory.mktemp("built") / "project")
-    shrink_params(dest)
-    git(dest, "add", "-A")
-    git(dest, "commit", "-qm", "tiny copy")
-    run(["dvc", "repro", "--keep-going"], dest, check=False, DATASETS_MIRROR=str(SHARED_DATASETS))
+    """One tiny project on which `dvc repro --keep-going` has run (shared, read-only).
+
+    Built once per test run: under pytest-xdist (`make test` runs `-n auto`)
+    the workers share it through the run's common temporary folder, the first
+    to ask building it under a lock while the others wait.
+    """
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the folder every worker's basetemp lies in
+    dest, done = root / "built" / "project", root / "built" / "done"
+    with open(root / "built.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(dest.parent, ignore_errors=True)
+            copy_project(dest)
+            shrink_params(dest)
+            git(dest, "add", "-A")
+            git(dest, "commit", "-qm", "tiny copy")
+            run(["dvc", "repro", "--keep-going"], dest, check=False, DATASETS_MIRROR=str(SHARED_DATASETS))
+            done.touch()
     return dest
 
 
