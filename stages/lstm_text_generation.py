@@ -15,11 +15,11 @@ Differences from the original:
   checksummed by download@nietzsche) or a UTF-8 text file of your own, Chinese
   included, inside the project and declared as its run's source
   (stages/datasets/text_file.py checks both before reading it). The recipe: put
-  the file in the project (texts/mine.txt); in dvc.yaml, under preprocess's
-  `foreach`, add the run `lstm_text_generation-mine: {example: lstm_text_generation,
+  the file in the project (texts/mine.txt); in params.yaml, under
+  `lstm_text_generation.variants`, add `mine: {preprocess: {corpus: texts/mine.txt}}`
+  and under `runs` the run `lstm_text_generation-mine: {example: lstm_text_generation,
   variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`;
-  in params.yaml, under `lstm_text_generation.variants`, add
-  `mine: {preprocess: {corpus: texts/mine.txt}}`; `dvc repro plot@lstm_text_generation-mine`.
+  `dvc repro plot@lstm_text_generation-mine`.
   Lowercasing is a parameter too (on by default, as the original). Off, this
   file has 84 distinct characters, not the 58 that the notes' shapes show.
 * Windows are not stored one-hot: preprocess keeps the text once as integer
@@ -70,7 +70,9 @@ Predict = Callable[[np.ndarray], np.ndarray]  # (B, maxlen, V) float32 one-hot -
 
 
 class Preprocess(Section):
-    corpus: str = Field(min_length=1, description="'nietzsche' or a UTF-8 text file inside the project, declared in dvc.yaml")
+    corpus: str = Field(
+        min_length=1, description="'nietzsche' or a UTF-8 text file inside the project, its run's source in params.yaml runs"
+    )
     lowercase: bool = Field(description="lowercase the text first, as the original")
     max_chars: int = Field(ge=0, description="use only the first max_chars characters; 0 = all")
     maxlen: int = Field(ge=1, description="characters per window")
@@ -126,14 +128,19 @@ def dataset(params: Params) -> str | None:
     return params.preprocess.corpus if params.preprocess.corpus in TEXT_DATASETS else None
 
 
+def own_source(params: Params) -> tuple[str, str] | None:
+    """A corpus file of your own: the run's source is that file, read by stages/datasets/text_file.py."""
+    return None if dataset(params) else (params.preprocess.corpus, "stages/datasets/text_file.py")
+
+
 def corpus_refusal(key: str, corpus: str, problem: str) -> str:
     """The one paragraph that refuses a corpus: why, then the recipe that makes a file usable."""
     return (
         f"'{key}' = {corpus!r} {problem}. A corpus is {', '.join(map(repr, TEXT_DATASETS))} (a downloaded dataset) "
         "or a UTF-8 file inside the project that the run's preprocess stage declares as a dependency. Put the file "
-        "in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
+        "in the project, e.g. texts/mine.txt; in params.yaml, under lstm_text_generation.variants, add "
+        "`mine: {preprocess: {corpus: texts/mine.txt}}` and under runs the run "
         "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`; "
-        "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`; "
         "then run `dvc repro preprocess@lstm_text_generation-mine`."
     )
 

@@ -20,7 +20,7 @@ Differences from the original:
 * The two networks are two variants (`relu`, `selu`) of one pipeline, each
   cached on its own. Depth, width, activation, dropout kind and rate,
   initializer, optimizer and learning rate are train params, so a third
-  network is a variant in params.yaml plus a run line in dvc.yaml.
+  network is a variant in params.yaml plus its run under params.yaml's runs.
 * The bag-of-words is built with numpy in one pass over all words and stored
   as bits (np.packbits, 125 bytes a newswire); the tf.data pipeline unpacks a
   batch to floats (and labels to one-hot) inside the graph.

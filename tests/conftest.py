@@ -118,12 +118,13 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     return result
 
 
-def add_run(project: Path, after: str, entry: str) -> None:
-    """Add a run to the runs mapping of the project's dvc.yaml, on the line after run `after` (same indentation)."""
-    dvc_yaml = project / "dvc.yaml"
-    text = dvc_yaml.read_text()
-    line = next(line for line in text.splitlines() if line.strip().startswith(f"{after}:"))
-    dvc_yaml.write_text(text.replace(line, f"{line}\n{line[: len(line) - len(line.lstrip())]}{entry}", 1))
+def add_run(project: Path, example: str, variant: str, source: str, loader: str) -> str:
+    """Add a run to params.yaml's `runs` (dvc.yaml iterates over it); returns its key."""
+    key = f"{example}-{variant}"
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["runs"][key] = {"example": example, "variant": variant, "source": source, "loader": loader}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return key
 
 
 def imports_log(project: Path) -> Path:

@@ -138,8 +138,7 @@ def test_word_order_pipeline_then_trigrams_alone(project):
 
     set_param(project, f"{EXAMPLE}.variants.tri", {"preprocess": {"ngram_range": 3}})
     third = run_key(EXAMPLE, "tri")
-    entry = f"{third}: {{example: {EXAMPLE}, variant: tri, source: data/raw/imdb, loader: stages/datasets/imdb.py}}"
-    add_run(project, run_key(EXAMPLE, "bi"), entry)
+    add_run(project, EXAMPLE, "tri", "data/raw/imdb", "stages/datasets/imdb.py")
     out = run(["dvc", "repro", f"compare@{EXAMPLE}"], project).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == {f"{s}@{third}" for s in ("preprocess", "train", "evaluate", "plot")} | {f"compare@{EXAMPLE}"}

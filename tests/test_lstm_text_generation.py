@@ -18,7 +18,7 @@ from stages.core.layout import Layout
 from stages.core.params import validate_example
 from stages.core.run import Run, make_run
 
-from conftest import ROOT, SHARED_DATASETS, assert_code_deps_match_imports, run, set_param
+from conftest import ROOT, SHARED_DATASETS, add_run, assert_code_deps_match_imports, run, set_param
 
 ENGLISH = "The will to power is the will to life; what does not kill us makes us stronger. " * 40
 RNG = np.random.default_rng(0)
@@ -222,16 +222,9 @@ def test_plot_reads_the_dvclive_losses_and_renders_the_final_samples(tmp_path, m
 
 
 def add_corpus_run(project, name: str, source: str, **preprocess) -> None:
-    """The module docstring's recipe: a run under preprocess's foreach in dvc.yaml and a variant in params.yaml."""
-    dvc_yaml = project / "dvc.yaml"
-    anchor = "      lstm_text_generation-nietzsche: {"
-    entry = f"      lstm_text_generation-{name}: {{example: lstm_text_generation, variant: {name}, source: {source}, loader: stages/datasets/text_file.py}}\n"
-    text = dvc_yaml.read_text()
-    assert anchor in text
-    dvc_yaml.write_text(text.replace(anchor, entry + anchor, 1))
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["lstm_text_generation"]["variants"][name] = {"preprocess": {"corpus": source, **preprocess}}
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
+    """The module docstring's recipe, in params.yaml alone: a variant and its run."""
+    set_param(project, f"lstm_text_generation.variants.{name}", {"preprocess": {"corpus": source, **preprocess}})
+    add_run(project, "lstm_text_generation", name, source, "stages/datasets/text_file.py")
 
 
 def test_declared_chinese_corpus_preprocesses_and_is_locked(project):
@@ -261,9 +254,9 @@ def test_declared_chinese_corpus_preprocesses_and_is_locked(project):
 
 
 RECIPE = re.escape(
-    "Put the file in the project, e.g. texts/mine.txt; in dvc.yaml, under preprocess's foreach, add the run "
-    "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`; "
-    "in params.yaml, under lstm_text_generation.variants, add `mine: {preprocess: {corpus: texts/mine.txt}}`"
+    "Put the file in the project, e.g. texts/mine.txt; in params.yaml, under lstm_text_generation.variants, add "
+    "`mine: {preprocess: {corpus: texts/mine.txt}}` and under runs the run "
+    "`lstm_text_generation-mine: {example: lstm_text_generation, variant: mine, source: texts/mine.txt, loader: stages/datasets/text_file.py}`"
 )
 
 

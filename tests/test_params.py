@@ -313,3 +313,70 @@ def test_a_bad_evaluate_value_stops_train_before_it_trains(project):
     assert result.returncode == 2, result.stderr
     assert "'lstm_text_generation.evaluate.temperatures[1]' = -1.0 is invalid" in result.stderr
     assert "Traceback" not in result.stderr and not (project / "models").exists()
+
+
+def _check_all(tmp_path, edit) -> str:
+    from stages.core.run import check_all_params
+
+    data = copy.deepcopy(PARAMS)
+    edit(data)
+    with pytest.raises(ParamsError) as err:
+        check_all_params(str(_write(tmp_path, data)))
+    return str(err.value)
+
+
+def test_every_variant_needs_its_run_and_the_message_gives_the_line(tmp_path):
+    message = _check_all(tmp_path, lambda d: d["runs"].pop("stateful_lstm-lahead20"))
+    assert "variant 'stateful_lstm.variants.lahead20' has no run" in message
+    assert (
+        "`stateful_lstm-lahead20: {example: stateful_lstm, variant: lahead20, source: stages/stateful_lstm.py, "
+        "loader: stages/stateful_lstm.py}`" in message
+    )
+
+
+def test_a_run_must_read_what_its_params_choose(tmp_path):
+    message = _check_all(tmp_path, lambda d: d["mnist_irnn"]["preprocess"].update(dataset="fashion_mnist"))
+    assert (
+        "'runs.mnist_irnn-irnn.source' = 'data/raw/mnist', 'runs.mnist_irnn-irnn.loader' = 'stages/datasets/mnist.py'" in message
+    )
+    assert "source: data/raw/fashion_mnist, loader: stages/datasets/fashion_mnist.py}`" in message
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (
+            lambda d: d["runs"].update(foo=dict(d["runs"]["stateful_lstm-lahead1"])),
+            "run 'foo' must be keyed 'stateful_lstm-lahead1'",
+        ),
+        (
+            lambda d: d["runs"]["stateful_lstm-lahead1"].update(variant="lahead7"),
+            "'runs.stateful_lstm-lahead1.variant' = 'lahead7' is not",
+        ),
+        (
+            lambda d: d["runs"]["stateful_lstm-lahead1"].update(example="mnist"),
+            "'runs.stateful_lstm-lahead1.example' = 'mnist' is not an",
+        ),
+        (lambda d: d["runs"]["stateful_lstm-lahead1"].pop("loader"), "'runs.stateful_lstm-lahead1' must be a mapping of exactly"),
+        (lambda d: d.pop("runs"), "'runs' must map each run key (<example>-<variant>)"),
+    ],
+)
+def test_malformed_runs_are_named(tmp_path, edit, expected):
+    assert expected in _check_all(tmp_path, edit)
+
+
+def test_a_set_param_override_changes_one_line_of_params_yaml(tmp_path):
+    """`dvc exp run -S key=value` rewrites params.yaml; written as DVC writes it, only that line changes."""
+    from conftest import git
+
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text("stages:\n  echo:\n    cmd: echo ok\n    params: [seed]\n")
+    git(tmp_path, "init", "-q")
+    run(["dvc", "init", "-q"], tmp_path)
+    git(tmp_path, "-c", "user.email=t@e.invalid", "-c", "user.name=t", "add", "-A")
+    git(tmp_path, "-c", "user.email=t@e.invalid", "-c", "user.name=t", "commit", "-qm", "params")
+    for override in ("mnist_sklearn_wrapper.train.cv=4", "lstm_text_generation.train.epochs=9"):
+        run(["dvc", "exp", "run", "-S", override], tmp_path)
+        changed = [line for line in git(tmp_path, "diff", "-U0", "params.yaml").splitlines() if line[:1] in "+-"]
+        assert len(changed) == 4, changed  # ---/+++ headers, the old line and the new one
+        git(tmp_path, "checkout", "params.yaml")

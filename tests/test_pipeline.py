@@ -46,7 +46,7 @@ def resolved_stages(project) -> dict:
 
 def test_every_stage_declares_the_layout_paths_and_its_params():
     stages = resolved_stages(ROOT)
-    runs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["preprocess"]["foreach"]
+    runs = yaml.safe_load((ROOT / "params.yaml").read_text())["runs"]
     for key, item in runs.items():
         assert item["example"] in discover_examples()
         for step in STEPS:
@@ -130,8 +130,7 @@ def test_compare_puts_every_variant_side_by_side_and_a_new_variant_reruns_only_i
     assert (built_copy / "plots/compare/stateful_lstm/predictions.png").stat().st_size > 10_000
 
     set_param(built_copy, "stateful_lstm.variants.lahead2", {"preprocess": {"lahead": 2}})
-    entry = "stateful_lstm-lahead2: {example: stateful_lstm, variant: lahead2, source: stages/stateful_lstm.py, loader: stages/stateful_lstm.py}"
-    add_run(built_copy, "stateful_lstm-lahead1", entry)
+    add_run(built_copy, "stateful_lstm", "lahead2", "stages/stateful_lstm.py", "stages/stateful_lstm.py")
     out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
     assert ran_stages(out.stdout) - UNAVAILABLE == {f"{s}@stateful_lstm-lahead2" for s in STEPS} | {"compare@stateful_lstm"}
     variants = [row.split(",")[0] for row in (built_copy / "plots/compare/stateful_lstm/table.csv").read_text().splitlines()[1:]]

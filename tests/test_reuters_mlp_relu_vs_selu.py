@@ -175,11 +175,10 @@ def test_pipeline_end_to_end_then_a_third_network_alone(project):
     steps = {f"{step}@{run_key(EXAMPLE, v)}" for step in ("preprocess", "train", "evaluate", "plot") for v in ("relu", "selu")}
     assert steps | {f"compare@{EXAMPLE}"} <= assert_code_deps_match_imports(project)
 
-    # a third network: one variant in params.yaml and one run line in dvc.yaml
+    # a third network, in params.yaml alone: its variant and its run
     set_param(project, f"{EXAMPLE}.variants.wide_adam", {"train": {"units": 32, "optimizer": "adam", "learning_rate": 0.01}})
     third = run_key(EXAMPLE, "wide_adam")
-    entry = f"{third}: {{example: {EXAMPLE}, variant: wide_adam, source: data/raw/reuters, loader: stages/datasets/reuters.py}}"
-    add_run(project, run_key(EXAMPLE, "selu"), entry)
+    add_run(project, EXAMPLE, "wide_adam", "data/raw/reuters", "stages/datasets/reuters.py")
     out = run(["dvc", "repro", f"compare@{EXAMPLE}"], project).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     assert ran == {f"{s}@{third}" for s in ("preprocess", "train", "evaluate", "plot")} | {f"compare@{EXAMPLE}"}

@@ -35,7 +35,7 @@ from pydantic.fields import FieldInfo
 from stages.core.errors import ParamsError
 from stages.core.layout import STEPS
 
-TOP_LEVEL_KEYS = ("seed",)
+TOP_LEVEL_KEYS = ("seed", "runs")  # runs: checked against the examples by stages/core/run.py
 
 
 class Section(BaseModel):
@@ -246,7 +246,7 @@ def validate_example(
     if not isinstance(variants, dict) or not variants:
         raise ParamsError(
             f"{path}: '{example}.variants' must map each variant name to its overrides "
-            "(use {} for a variant that keeps the base values); dvc.yaml runs one pipeline per variant."
+            "(use {} for a variant that keeps the base values); each variant has a run under 'runs'."
         )
     try:
         model.model_validate(section, context={"example": example})
@@ -290,7 +290,7 @@ def load_run_params(
     if variant not in by_variant:
         raise ParamsError(
             f"{path}: '{example}' has no variant '{variant}'; its variants are "
-            f"{', '.join(by_variant)} (add one under '{example}.variants' and a run in dvc.yaml)."
+            f"{', '.join(by_variant)} (add one under '{example}.variants' and its run under 'runs')."
         )
     overrides = data[example]["variants"][variant]
     return RunParams(example=example, variant=variant, seed=seed, steps=by_variant[variant], overrides=overrides)

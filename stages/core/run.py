@@ -61,10 +61,82 @@ class Run:
         return dotted_key(self.example, self.variant, self._overrides, self.step, *path)
 
 
+RUN_FIELDS = ("example", "variant", "source", "loader")
+
+
+def expected_source(example: str, module: ModuleType, steps: Any) -> tuple[str, str]:
+    """(source, loader) that a run's entry in `runs` must name, as the example's params choose them.
+
+    A download: data/raw/<dataset> read by stages/datasets/<dataset>.py. A file of
+    the user's own (an example's `own_source`): that file, read by its loader.
+    Data the example generates: its own module, both times.
+    """
+    name = module.dataset(steps) if hasattr(module, "dataset") else None
+    if name:
+        return str(raw_dir(name)), f"stages/datasets/{name}.py"
+    own = module.own_source(steps) if hasattr(module, "own_source") else None
+    return own or (f"stages/{example}.py", f"stages/{example}.py")
+
+
+def check_run_entry(data: dict[str, Any], example: str, variant: str, steps: Any, module: ModuleType, path: str) -> None:
+    """The run's entry under `runs` exists and names what its params choose (dvc.yaml builds its stages from it)."""
+    key = run_key(example, variant)
+    source, loader = expected_source(example, module, steps)
+    line = f"{key}: {{example: {example}, variant: {variant}, source: {source}, loader: {loader}}}"
+    runs = data.get("runs")
+    entry = runs.get(key) if isinstance(runs, dict) else None
+    if entry is None:
+        raise ParamsError(
+            f"{path}: variant '{example}.variants.{variant}' has no run: dvc.yaml builds a run's stages from "
+            f"params.yaml's 'runs' mapping. Add under 'runs' the line `{line}`."
+        )
+    expected = {"example": example, "variant": variant, "source": source, "loader": loader}
+    if not isinstance(entry, dict) or set(entry) != set(RUN_FIELDS):
+        got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise ParamsError(
+            f"{path}: 'runs.{key}' must be a mapping of exactly {', '.join(RUN_FIELDS)}; got {got}. Expected `{line}`."
+        )
+    wrong = [f"'runs.{key}.{k}' = {entry[k]!r}" for k in RUN_FIELDS if entry[k] != expected[k]]
+    if wrong:
+        raise ParamsError(
+            f"{path}: {', '.join(wrong)} disagree(s) with the example's params, which make this run read "
+            f"{source} with {loader} (a run's source follows its example's dataset or corpus setting, and its "
+            f"key is <example>-<variant>). Set the entry to `{line}`, or change the params that choose the data."
+        )
+
+
+def check_runs(data: dict[str, Any], examples: list[str], path: str) -> None:
+    """Every entry under `runs` is a run of a known example's variant (the entries for variants are checked per example)."""
+    runs = data.get("runs")
+    if not isinstance(runs, dict) or not runs:
+        raise ParamsError(
+            f"{path}: 'runs' must map each run key (<example>-<variant>) to {{{', '.join(RUN_FIELDS)}}}; "
+            "dvc.yaml builds one pipeline per entry."
+        )
+    for key, entry in runs.items():
+        example, variant = (entry.get("example"), entry.get("variant")) if isinstance(entry, dict) else (None, None)
+        if example not in examples:
+            raise ParamsError(
+                f"{path}: 'runs.{key}.example' = {example!r} is not an example; the examples are {', '.join(examples)}."
+            )
+        variants = data.get(example, {}).get("variants") if isinstance(data.get(example), dict) else None
+        if not isinstance(variants, dict) or variant not in variants:
+            known = ", ".join(variants) if isinstance(variants, dict) else "none"
+            raise ParamsError(
+                f"{path}: 'runs.{key}.variant' = {variant!r} is not a variant of {example} (its variants: {known}); "
+                f"add it under '{example}.variants' or remove the run."
+            )
+        if isinstance(example, str) and isinstance(variant, str) and key != run_key(example, variant):
+            raise ParamsError(
+                f"{path}: run '{key}' must be keyed '{run_key(example, variant)}' (<example>-<variant>), the key of its paths."
+            )
+
+
 def make_run(example: str, variant: str | None, step: str, params_file: str = "params.yaml") -> tuple[ModuleType, Run]:
-    """Validate the example's whole params section (every step, every variant); return (module, this step's Run)."""
+    """Validate the example's whole params section (every step, every variant) and the run's entry; return (module, Run)."""
     module = load_example(example)
     params = load_run_params(example, variant, module.Params, discover_examples(params_file), params_file)
+    check_run_entry(read_params(params_file), example, params.variant, params.steps, module, params_file)
     dataset = module.dataset(params.steps) if step == "preprocess" and hasattr(module, "dataset") else None
     return module, Run(
         example=example,
@@ -106,10 +178,14 @@ def check_all_params(params_file: str = "params.yaml") -> list[str]:
     data = read_params(params_file)
     examples = discover_examples(params_file)
     validate_top_level(data, examples, params_file)
+    check_runs(data, examples, params_file)
     problems, runs = [], []
     for example in examples:
+        module = load_example(example)
         try:
-            variants = validate_example(data, example, load_example(example).Params, params_file)
+            variants = validate_example(data, example, module.Params, params_file)
+            for variant, steps in variants.items():
+                check_run_entry(data, example, variant, steps, module, params_file)
         except ParamsError as err:
             problems.append(str(err))
             continue
