@@ -350,16 +350,12 @@ def train(run: Run) -> None:
     from stages import training
 
     with training.train_guard(run):
-        import tensorflow as tf
-
         p, folder = run.params, run.paths.processed
         meta = read_json(folder / META)
         x, y = load_array(folder, "x_train"), load_array(folder, "y_train")
         validation, steps = training.batches(
             [load_array(folder, "x_test"), load_array(folder, "y_test")], p.batch_size, seed=run.seed, shuffle=False
         )
-        # a known length, or Keras warns "Your input ran out of data" after every validation pass
-        validation = validation.apply(tf.data.experimental.assert_cardinality(steps))
         training.seed_everything(run.seed)
         build = {
             "max_features": meta["max_features"],

@@ -313,13 +313,9 @@ def train(run: Run) -> None:
         unpack = _unpack_fn(meta["num_words"], meta["classes"])
         validation = None
         if fit_rows < len(x):
-            import tensorflow as tf
-
             validation, steps = training.batches(
                 [x[fit_rows:], y[fit_rows:]], p.batch_size, seed=run.seed, shuffle=False, map_fn=unpack
             )
-            # a known length, or Keras warns "Your input ran out of data" after every validation pass
-            validation = validation.apply(tf.data.experimental.assert_cardinality(steps))
         training.seed_everything(run.seed)
         build = build_args(p, meta["num_words"], meta["classes"])
         model = build_model(**build)

@@ -99,6 +99,9 @@ def batches(
         return ds.map(lambda idx: tuple(tf.gather(t, idx) for t in tensors))
 
     ds = tf.data.Dataset.range(first_epoch, max(epochs, first_epoch + 1)).flat_map(one_epoch)
+    # flat_map hides the length; stated, Keras knows where a validation pass ends instead of
+    # warning "Your input ran out of data" after each one (every batch was used either way)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps * max(epochs - first_epoch, 1)))
     if map_fn is not None:
         ds = ds.map(lambda *b: map_fn(*b), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE), steps

@@ -393,3 +393,25 @@ def test_trainer_stops_when_its_grandparent_dies_and_the_shell_lives(killed, tmp
     assert f"train@{RUN}: stopping because the process that started it, python" in text
     assert f"(PID {proc.pid}), has exited" in text
     assert not (killed / PATHS.model).exists()
+
+
+def test_validation_batches_have_a_known_length_so_keras_does_not_run_out_of_data():
+    """Keras warned "Your input ran out of data" after each validation pass when the length was unknown."""
+    import warnings
+
+    import keras
+
+    from stages import training
+
+    x, y = np.arange(50, dtype=np.float32).reshape(25, 2), (np.arange(25) % 2).astype(np.float32)
+    validation, steps = training.batches([x, y], 10, seed=1, shuffle=False)
+    assert steps == 3 and int(validation.cardinality()) == 3
+    assert [len(b[0]) for b in validation] == [10, 10, 5]  # every row, once
+    fitting, _ = training.batches([x, y], 10, seed=1, first_epoch=1, epochs=4)
+    assert int(fitting.cardinality()) == 3 * 3
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("sgd", "binary_crossentropy")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(fitting, epochs=3, steps_per_epoch=3, validation_data=validation, verbose=0)
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
