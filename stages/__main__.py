@@ -30,6 +30,7 @@ def _record_imports(path: str) -> None:
 if os.environ.get("STAGES_RECORD_IMPORTS"):
     atexit.register(_record_imports, os.environ["STAGES_RECORD_IMPORTS"])
 
-from stages.cli import main  # noqa: E402
+from stages.cli import main, quiet_tensorflow_import  # noqa: E402
 
+quiet_tensorflow_import()
 sys.exit(main())

@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.abc
+import importlib.machinery
+import os
+import re
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -31,6 +36,55 @@ _AFTER_INTERRUPT = {
     "download": "Nothing was kept: the partly downloaded files were removed; run it again to start over.",
     "train": "Run it again: it resumes after the last finished epoch if params, data and code are unchanged.",
 }
+
+
+# TensorFlow prints these from C++ on every import (absl's pre-init notice, oneDNN's and the CPU
+# feature notes); TF_CPP_MIN_LOG_LEVEL no longer hides them (TensorFlow 2.21).
+_TF_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called|I\d{4} .*\] oneDNN custom operations|"
+    r"I\d{4} .*cpu_feature_guard|To enable the following instructions:)"
+)
+
+
+def quiet_tensorflow_import() -> None:
+    """Hold stderr while `import tensorflow` runs, then pass on all of it but TensorFlow's start-up notices.
+
+    Installed by `python -m stages`, so stages are quiet however they are
+    started (dvc repro, make, by hand). STAGES_TF_LOGS=1 turns the notices back on.
+    """
+    if os.environ.get("STAGES_TF_LOGS") == "1" or "tensorflow" in sys.modules:
+        return
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "tensorflow":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is not None and spec.loader is not None:
+                spec.loader.exec_module = _holding_stderr(spec.loader.exec_module)
+            return spec
+
+    sys.meta_path.insert(0, Finder())
+
+
+def _holding_stderr(exec_module):
+    def run(module):
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                exec_module(module)
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+                held.seek(0)
+                lines = held.read().decode("utf-8", "replace").splitlines(keepends=True)
+                sys.stderr.write("".join(line for line in lines if not _TF_NOISE.match(line)))
+
+    return run
 
 
 def _first_variant(example: str) -> str:

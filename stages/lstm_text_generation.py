@@ -525,7 +525,13 @@ def _generate_command(args: argparse.Namespace) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """`python -m stages generate lstm_text_generation --seed-text ... [--temperature T] [--length N]`."""
-    p = subparsers.add_parser("generate", help="write text with a trained lstm_text_generation model")
+    p = subparsers.add_parser(
+        "generate",
+        help="write text with a trained lstm_text_generation model",
+        description="Continue --seed-text with the run's trained model (models/lstm_text_generation-<variant>, made by "
+        "`dvc repro train@lstm_text_generation-<variant>`): sample --length characters, one at a time, at --temperature "
+        "(low: likely characters; high: more surprising ones), and print the seed followed by the continuation.",
+    )
     p.add_argument("example", choices=["lstm_text_generation"], metavar="<example>", help="lstm_text_generation")
     p.add_argument("--seed-text", required=True, help="text to continue (its last maxlen characters are used)")
     p.add_argument("--temperature", type=float, default=0.5, help="sampling temperature > 0 (default 0.5)")

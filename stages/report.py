@@ -82,7 +82,17 @@ def summarise(before: dict | None = None) -> tuple[list[tuple[str, str, str]], b
 
 
 def print_summary(before: dict | None = None) -> int:
-    rows, error = summarise(before)
+    from dvc.lock import LockError
+
+    try:
+        rows, error = summarise(before)
+    except LockError:
+        print(
+            "The summary needs DVC's lock, which another DVC command in this project holds now (a `dvc repro` "
+            "still running?). Run `python -m stages summary` again when it has finished.",
+            file=sys.stderr,
+        )
+        return 1
     width = max((len(r[0]) for r in rows), default=10)
     print("\nSummary")
     for name, state, detail in rows:
