@@ -370,7 +370,6 @@ def train(run: Run) -> None:
             run=run,
             epochs=p.epochs,
             validation_data=validation,
-            verbose=2,
         )
         training.save_trained(model, run, build, {"parameters": model.count_params()})
 

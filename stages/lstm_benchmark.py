@@ -318,7 +318,6 @@ def train(run: Run) -> None:
             epochs=p.epochs,
             validation_data=validation,
             callbacks=[clock],
-            verbose=2,
         )
         info = {"applicable": True, "parameters": model.count_params(), "jit_compile": bool(model.jit_compile)}
         training.save_trained(model, run, build, info)

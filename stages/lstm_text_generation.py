@@ -430,7 +430,6 @@ def train(run: Run) -> None:
             epochs=p.epochs,
             validation_data=validation,
             callbacks=[samples_callback(run, text_idx, chars, maxlen, store)],
-            verbose=2,
         )
         write_samples(run, stored_samples(store))  # whole, even when a resume had no epoch left to train
         training.save_trained(model, run, build, {"parameters": model.count_params()})

@@ -314,7 +314,6 @@ def train(run: Run) -> None:
             ),
             run=run,
             epochs=p.epochs,
-            verbose=2,
         )
         training.save_trained(model, run, build, {"parameters": base.count_params()})
 

@@ -178,7 +178,6 @@ def train(run: Run) -> None:
             run=run,
             epochs=p.epochs,
             reset_states_each_epoch=True,
-            verbose=2,
         )
         training.save_trained(model, run, build, {"parameters": n_params})
 

@@ -35,6 +35,8 @@ import json
 import os
 import random
 import shutil
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -281,6 +283,36 @@ def _callback_class():
     return EpochEnd
 
 
+def _progress_class():
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        """A line every `every` seconds inside an epoch, for logs (a terminal shows Keras' own bar)."""
+
+        def __init__(self, epochs: int, steps: int, every: float):
+            super().__init__()
+            self.epochs, self.steps, self.every = epochs, steps, every
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.start = epoch, time.monotonic()
+            self.last = self.start
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.monotonic()
+            if now - self.last < self.every:
+                return
+            self.last = now
+            loss = (logs or {}).get("loss")
+            shown = f", loss {float(loss):.4f}" if loss is not None else ""
+            print(
+                f"epoch {self.epoch + 1}/{self.epochs}: step {batch + 1}/{self.steps} "
+                f"({(batch + 1) / self.steps:.0%}) after {now - self.start:.0f} s{shown}",
+                flush=True,
+            )
+
+    return Progress
+
+
 def all_layers(model) -> list:
     """Every layer of `model`, nested models' layers included, through the public `layers` attribute."""
     out = []
@@ -307,7 +339,6 @@ def fit(
     validation_data: Any = None,
     reset_states_each_epoch: bool = False,
     callbacks: Sequence[Any] = (),
-    verbose: int | str = "auto",
 ) -> list[dict[str, float]]:
     """Train `model` for `epochs`, resuming from the run's checkpoint if one was cut short.
 
@@ -323,6 +354,10 @@ def fit(
         epochs: total number of epochs (as in the params).
         validation_data: passed to Keras' fit.
         reset_states_each_epoch: reset stateful RNN layers before every epoch.
+
+    Progress: on a terminal, Keras' bar moves with every step; in a log (stdout
+    not a terminal), one line per epoch plus a line every
+    STAGES_PROGRESS_SECONDS (default 30) inside it.
 
     Returns:
         One dict of metrics per epoch (the whole run, resumed part included).
@@ -342,6 +377,9 @@ def fit(
             live.next_step()
         if done < epochs:
             data, steps = make_data(done)
+            on_terminal = sys.stdout.isatty()
+            every = float(os.environ.get("STAGES_PROGRESS_SECONDS", "30"))
+            progress = [] if on_terminal else [_progress_class()(epochs, steps, every)]
             model.fit(
                 data,
                 epochs=epochs,
@@ -349,8 +387,8 @@ def fit(
                 steps_per_epoch=steps,
                 validation_data=validation_data,
                 shuffle=False,  # the dataset is already shuffled per epoch, deterministically
-                callbacks=[*callbacks, _callback_class()(live, checkpoint, history, reset_states_each_epoch)],
-                verbose=verbose,
+                callbacks=[*callbacks, *progress, _callback_class()(live, checkpoint, history, reset_states_each_epoch)],
+                verbose=1 if on_terminal else 2,
             )
     return history
 

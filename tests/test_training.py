@@ -415,3 +415,25 @@ def test_validation_batches_have_a_known_length_so_keras_does_not_run_out_of_dat
         warnings.simplefilter("always")
         model.fit(fitting, epochs=3, steps_per_epoch=3, validation_data=validation, verbose=0)
     assert not [w for w in caught if "ran out of data" in str(w.message)]
+
+
+def test_progress_inside_an_epoch_prints_a_line_per_interval(capsys):
+    """In a log (not a terminal), a long epoch still reports where it is: one line per interval, here every step."""
+    import keras
+
+    from stages import training
+
+    x, y = np.ones((20, 2), np.float32), np.ones(20, np.float32)
+    data, steps = training.batches([x, y], 5, seed=1, epochs=2)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(data, epochs=2, steps_per_epoch=steps, verbose=0, callbacks=[training._progress_class()(2, steps, 0.0)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(" after ")[0] for line in lines[:5]] == [
+        "epoch 1/2: step 1/4 (25%)",
+        "epoch 1/2: step 2/4 (50%)",
+        "epoch 1/2: step 3/4 (75%)",
+        "epoch 1/2: step 4/4 (100%)",
+        "epoch 2/2: step 1/4 (25%)",
+    ]
+    assert len(lines) == 8 and ", loss " in lines[0]
