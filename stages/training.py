@@ -15,7 +15,7 @@
   epoch; a finished run deletes its checkpoint. A checkpoint records what made
   it (`run_fingerprint`: train params, variant, seed, input data, code) and is
   used only when all of it still matches; otherwise it is discarded with one
-  line saying why, and training starts from epoch 0.
+  line saying why, and training starts from epoch 0 (stages/checkpoints.py).
 * One trainer at a time: `train_guard` (stages/core/guard.py) wraps a whole
   train step: a lock per run, and a watchdog that stops a trainer whose dvc
   has exited. `fit` refuses to run outside it.
@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import json
 import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -47,8 +44,6 @@ from stages.core import guard
 from stages.core.files import atomic_dir, atomic_file, read_json, write_json
 from stages.core.guard import train_guard  # noqa: F401  (the examples call training.train_guard)
 from stages.core.layout import MODEL, WEIGHTS
-
-STAGES_DIR = Path(__file__).resolve().parent
 
 
 def seed_everything(seed: int) -> None:
@@ -109,151 +104,6 @@ def batches(
     return ds.prefetch(tf.data.AUTOTUNE), steps
 
 
-# --- what made a checkpoint --------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def run_fingerprint(run) -> dict[str, Any]:
-    """What a run's training depends on, as JSON: resume only when all of it is unchanged.
-
-    train: the run's merged train section; variant; seed; data: the hash of
-    every file under data/processed/<run>; code: the hashes of the example's
-    module, this file and stages/core/*.py (the code that trains).
-    """
-    processed = Path(run.paths.processed)
-    data = {f.relative_to(processed).as_posix(): _sha256(f) for f in sorted(processed.rglob("*")) if f.is_file()}
-    sources = [STAGES_DIR / f"{run.example}.py", STAGES_DIR / "training.py", *sorted((STAGES_DIR / "core").glob("*.py"))]
-    code = {f.relative_to(STAGES_DIR.parent).as_posix(): _sha256(f) for f in sources}
-    fingerprint = {
-        "variant": run.variant,
-        "train": run.params.model_dump(mode="json"),
-        "seed": run.seed,
-        "data": data,
-        "code": code,
-    }
-    return json.loads(json.dumps(fingerprint))  # the form it has once read back from state.json
-
-
-def _changed_keys(old: Any, new: dict[str, Any], limit: int = 4) -> str:
-    old = old if isinstance(old, dict) else {}
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    more = f", and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def fingerprint_differences(old: Any, new: dict[str, Any]) -> list[str]:
-    """Why a checkpoint made under `old` does not belong to a run with `new` (empty: it does)."""
-    if not isinstance(old, dict):
-        return ["it records no fingerprint of what made it (written by an older version)"]
-    reasons = []
-    if old.get("variant") != new["variant"]:
-        reasons.append(f"variant changed ({old.get('variant')} -> {new['variant']})")
-    if old.get("train") != new["train"]:
-        reasons.append(f"train params changed ({_changed_keys(old.get('train'), new['train'])})")
-    if old.get("seed") != new["seed"]:
-        reasons.append(f"seed changed ({old.get('seed')} -> {new['seed']})")
-    if old.get("data") != new["data"]:
-        reasons.append(f"input data changed ({_changed_keys(old.get('data'), new['data'])})")
-    if old.get("code") != new["code"]:
-        reasons.append(f"code changed ({_changed_keys(old.get('code'), new['code'])})")
-    return reasons
-
-
-# --- the checkpoint ----------------------------------------------------------
-
-
-class ResumableCheckpoint:
-    """Per-epoch weights + optimizer state + logs in one folder, written atomically.
-
-    The folder holds `epoch-<k>.weights.h5` and `state.json` ({"epoch": k,
-    "weights": file, "history": [...], "fingerprint": {...}}). state.json is
-    replaced only after its weights file is complete, so whatever a kill
-    interrupts, state.json points at a whole checkpoint. An example may keep
-    files of its own in the folder (lstm_text_generation's samples.json): they
-    go whenever the checkpoint is discarded.
-    """
-
-    def __init__(self, folder: str | os.PathLike, fingerprint: dict[str, Any] | None = None):
-        self.folder = Path(folder)
-        self.state_path = self.folder / "state.json"
-        self.fingerprint = fingerprint
-
-    def load(self) -> dict[str, Any] | None:
-        """The state of a whole checkpoint, or None when state.json or its weights file is missing or unreadable."""
-        try:
-            state = read_json(self.state_path)
-            state["epoch"], state["history"] = int(state["epoch"]), list(state["history"])
-            whole = (self.folder / state["weights"]).is_file()
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return state if whole else None
-
-    def restore(self, model, epochs: int) -> tuple[int, list[dict[str, float]]]:
-        """Load the last checkpoint into `model`; return (epochs done, history).
-
-        A checkpoint made by other params, data or code, one past `epochs`, or
-        one whose weights do not fit `model` is discarded with one printed line,
-        and (0, []) comes back with `model` as it was.
-        """
-        if not self.state_path.is_file():
-            self.clear()  # leftovers of a run killed before its first checkpoint
-            return 0, []
-        state = self.load()
-        if state is None:
-            reasons = ["its state.json or weights file is unreadable"]
-        elif self.fingerprint is not None:
-            reasons = fingerprint_differences(state.get("fingerprint"), self.fingerprint)
-        else:
-            reasons = []
-        if not reasons and state["epoch"] > epochs:
-            reasons = [f"it is at epoch {state['epoch']}, past the {epochs} epochs this run trains"]
-        if not reasons:
-            try:
-                _load_weights_or_keep(model, self.folder / state["weights"])
-            except Exception as err:  # noqa: BLE001 -- Keras raises several kinds for a weights file of another shape
-                detail = " ".join(str(err).split())[:240]
-                reasons = [f"its weights do not fit this model ({type(err).__name__}: {detail})"]
-        if reasons:
-            print(f"Discarding checkpoint {self.folder}: {', '.join(reasons)}; training from epoch 0.", flush=True)
-            self.clear()
-            return 0, []
-        return state["epoch"], state["history"]
-
-    def save(self, model, epoch: int, history: list[dict[str, float]]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch:05d}.weights.h5"
-        with atomic_file(self.folder / name, suffix=".weights.h5") as tmp:
-            model.save_weights(tmp)
-        write_json(self.state_path, {"epoch": epoch, "weights": name, "history": history, "fingerprint": self.fingerprint})
-        for old in self.folder.glob("epoch-*.weights.h5"):
-            if old.name != name:
-                old.unlink()
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _load_weights_or_keep(model, path: Path) -> None:
-    """Load weights (optimizer state included); if that fails, put `model` back as it was, then raise."""
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    variables = list(model.weights) + (list(model.optimizer.variables) if model.optimizer is not None else [])
-    before = [v.numpy() for v in variables]
-    try:
-        model.load_weights(path)
-    except Exception:
-        for variable, value in zip(variables, before, strict=True):
-            variable.assign(value)
-        raise
-
-
 # --- one trainer per run, and none outliving the dvc that started it ------------
 
 
@@ -261,9 +111,9 @@ def _callback_class():
     import keras
 
     class EpochEnd(keras.callbacks.Callback):
-        """Logs each epoch to DVCLive, then checkpoints it (and resets RNN states)."""
+        """Logs each epoch to DVCLive, then saves it to the run's ResumableCheckpoint (and resets RNN states)."""
 
-        def __init__(self, live, checkpoint: ResumableCheckpoint, history: list, reset_states: bool):
+        def __init__(self, live, checkpoint, history: list, reset_states: bool):
             super().__init__()
             self.live, self.checkpoint, self.history = live, checkpoint, history
             self.reset_states = reset_states
@@ -364,6 +214,8 @@ def fit(
     """
     from dvclive import Live
 
+    from stages.checkpoints import ResumableCheckpoint, run_fingerprint
+
     if not guard.holds(run.paths.key):
         raise RuntimeError(f"training.fit for {run.paths.key} must run inside `with training.train_guard(run):`")
     checkpoint = ResumableCheckpoint(run.paths.checkpoints, run_fingerprint(run))
@@ -416,6 +268,8 @@ def save_trained(model, run, build: dict[str, Any], info: dict[str, Any] | None 
     recording, such as the parameter count}. `load_trained` reads it back. The
     checkpoint goes only once the model is in place.
     """
+    from stages.checkpoints import ResumableCheckpoint
+
     with atomic_dir(run.paths.model) as out:
         save_model_weights(model, out)
         write_json(out / MODEL, {"build": build, "info": info or {}})

@@ -259,3 +259,14 @@ def test_example_modules_follow_the_shape(example):
         (arg,) = fn.args.args
         assert ast.unparse(arg.annotation) in ("Run", "Comparison"), f"{example}.{step}({arg.arg}) is not typed"
     assert len(path.read_text().splitlines()) <= LONG_EXAMPLES.get(example, 400)
+
+
+def test_shared_modules_stay_under_400_lines():
+    """The helpers every example leans on stay readable too (examples are checked above)."""
+    examples = set(discover_examples(ROOT / "params.yaml"))
+    sizes = {
+        path.relative_to(ROOT).as_posix(): len(path.read_text().splitlines())
+        for path in (ROOT / "stages").rglob("*.py")
+        if path.stem not in examples
+    }
+    assert "stages/training.py" in sizes and not {p: n for p, n in sizes.items() if n > 400}

@@ -253,7 +253,7 @@ def test_unusable_checkpoints_are_discarded_with_one_line(tmp_path, capsys):
     """Weights of another shape, an epoch past the run's end, no fingerprint: discarded, model untouched."""
     import keras
 
-    from stages.training import ResumableCheckpoint
+    from stages.checkpoints import ResumableCheckpoint
 
     def dense(units: int):
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(units)])
@@ -292,8 +292,8 @@ def test_unusable_checkpoints_are_discarded_with_one_line(tmp_path, capsys):
 def test_lstm_samples_go_with_a_discarded_checkpoint(project, monkeypatch, capsys):
     """lstm_text_generation keeps samples.json beside its checkpoint: a discarded checkpoint takes them along."""
     from stages import lstm_text_generation as ltg
+    from stages.checkpoints import ResumableCheckpoint, run_fingerprint
     from stages.core.files import write_json
-    from stages.training import ResumableCheckpoint, run_fingerprint
 
     monkeypatch.chdir(project)
     raw = project / "data" / "raw" / "nietzsche"
