@@ -17,7 +17,7 @@ GOOD = {"model": {"mse": 0.5, "mae": np.float32(0.25)}, "rows_scored": 10, "loss
 
 def test_finite_metrics_are_written_like_write_json(tmp_path):
     write_metrics(tmp_path / "m.json", GOOD)
-    write_json(tmp_path / "j.json", GOOD)
+    write_json(tmp_path / "j.json", {**GOOD, "computed_on": metrics.computed_on()})
     assert (tmp_path / "m.json").read_bytes() == (tmp_path / "j.json").read_bytes()
     assert read_json(tmp_path / "m.json")["model"] == {"mse": 0.5, "mae": 0.25}
 
@@ -60,3 +60,18 @@ def test_accuracy_confusion_and_regression_definitions():
     matrix = metrics.confusion_matrix(np.array([0, 1, 1]), np.array([0, 1, 0]), 2)
     assert matrix.tolist() == [[1, 0], [1, 1]]  # row = actual, column = predicted
     assert metrics.regression_metrics(np.array([0.0, 2.0]), np.array([1.0, 0.0])) == {"mse": 2.5, "mae": 1.5}
+
+
+def test_metrics_record_what_they_were_computed_on(tmp_path):
+    """Results differ across CPUs and builds: each metrics file says which it came from."""
+    import json
+    from importlib import metadata
+
+    from stages.core.metrics import write_metrics
+
+    write_metrics(tmp_path / "m.json", {"test": {"accuracy": 0.5}})
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["test"] == {"accuracy": 0.5}
+    on = written["computed_on"]
+    assert on["keras"] == metadata.version("keras") and on["numpy"] == metadata.version("numpy")
+    assert on["tensorflow"] == metadata.version("tensorflow-cpu") and isinstance(on["avx512"], bool) and on["cpu"]

@@ -53,7 +53,46 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> None:
             f"{path} not written: metric {listed} is not a finite number, which usually means training "
             "diverged (try a lower learning rate) or nothing was left to score; the previous file is left as it was."
         )
-    write_json(path, metrics)
+    write_json(path, {**metrics, "computed_on": computed_on()})
+
+
+def computed_on() -> dict[str, Any]:
+    """What a metrics file was computed on: the same inputs give the same numbers only on the same CPU and builds.
+
+    Math kernels differ by instruction set (AVX-512 or not) and by TensorFlow
+    build, so `dvc metrics diff` across branches made on different machines
+    shows these strings too, and the README says how far apart results on two
+    machines may be.
+    """
+    import platform
+    from importlib import metadata
+
+    def version(*dists: str) -> str:
+        for dist in dists:
+            try:
+                return metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+        return "not installed"
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "avx512": "avx512f" in flags,
+        "tensorflow": version("tensorflow-cpu", "tensorflow"),
+        "keras": version("keras"),
+        "numpy": version("numpy"),
+    }
 
 
 # --- the metric definitions every example shares -----------------------------
