@@ -24,6 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
+from stages import spread
+
 # Only what every command needs is imported here; each command imports the
 # rest itself, so a download runs (and its stage depends on) no more code than
 # the dataset layer's. dvc.yaml does not list this module: it dispatches, and
@@ -119,6 +121,7 @@ def build_parser(examples: list[str], with_example_commands: bool = True) -> arg
     p.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     sub.add_parser("summary", help="the summary `repro` prints, for the current state")
     sub.add_parser("check", help="validate params.yaml for every example and variant (repro does this first)")
+    spread.add_commands(sub, examples)
     for name in examples if with_example_commands else ():
         module = importlib.import_module(f"stages.{name}")  # examples import Keras only inside their steps
         if hasattr(module, "add_commands"):
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # A pipeline step needs no example's own commands: building them would import
     # (and make the step run) example modules the step has nothing to do with.
-    builtin = bool(argv) and argv[0] in ("download", *STEPS, "compare", "repro", "summary", "check")
+    builtin = bool(argv) and argv[0] in ("download", *STEPS, "compare", "repro", "summary", "check", "spread", "diff")
     args = build_parser(examples, with_example_commands=not builtin).parse_args(argv)
     if args.step in ("repro", "check"):
         from stages.core.run import check_all_params
@@ -152,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         from stages.report import print_summary
 
         return print_summary()
+    if args.step in ("spread", "diff"):
+        try:
+            return spread.main(args)
+        except StageError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.step == "download":
         stage = f"download@{args.dataset}"
     elif args.step in STEPS:
