@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# The page `dvc plots show` fills, with Vega inlined so it draws offline (.dvc/config: plots.html_template)
+PLOTS_PAGE := .dvc/offline_plots.html
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.md5(open('requirements.txt','rb').read()).hexdigest()[:12])")
 
 export PATH := $(CURDIR)/$(BIN):$(PATH)
@@ -11,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup repro test bench clean-env
 
-setup: $(STAMP)
+setup: $(STAMP) $(PLOTS_PAGE)
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +22,13 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-repro: $(STAMP)
+$(PLOTS_PAGE): $(STAMP) stages/plots_page.py
+	$(BIN)/python -m stages.plots_page $@
+
+repro: setup
 	$(BIN)/python -m stages repro
 
-test: $(STAMP)
+test: setup
 	$(BIN)/ruff check stages tests benchmarks
 	$(BIN)/ruff format --check stages tests benchmarks
 	$(BIN)/python -m pytest -q -n auto tests

@@ -180,8 +180,21 @@ def git(cwd: Path, *args: str) -> str:
     return run(["git", *args], cwd).stdout
 
 
+@functools.cache
+def plots_template() -> str:
+    """The page template `make setup` writes (stages/plots_page.py): the one it wrote, else built here."""
+    from stages.plots_page import TEMPLATE, build
+
+    written = ROOT / TEMPLATE
+    return written.read_text(encoding="utf-8") if written.is_file() else build()
+
+
 def copy_project(dest: Path) -> Path:
-    """Copy the project's files (tracked or untracked-but-not-ignored) into a fresh git repo."""
+    """Copy the project's files (tracked or untracked-but-not-ignored) into a fresh git repo.
+
+    The copy gets what `make setup` adds to a clone: the plots page template
+    `.dvc/config` points at (git-ignored, so not among the files).
+    """
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split("\0")
@@ -192,6 +205,9 @@ def copy_project(dest: Path) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
+    from stages.plots_page import TEMPLATE
+
+    (dest / TEMPLATE).write_text(plots_template(), encoding="utf-8")
     git(dest, "init", "-q", "-b", "main")
     git(dest, "config", "user.email", "tests@example.invalid")
     git(dest, "config", "user.name", "tests")
