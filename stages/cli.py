@@ -24,8 +24,6 @@ import time
 import traceback
 from pathlib import Path
 
-from stages import spread
-
 # Only what every command needs is imported here; each command imports the
 # rest itself, so a download runs (and its stage depends on) no more code than
 # the dataset layer's. dvc.yaml does not list this module: it dispatches, and
@@ -99,6 +97,26 @@ def _first_variant(example: str) -> str:
         return "?"
 
 
+def _add_spread_commands(subparsers: argparse._SubParsersAction, examples: list[str]) -> None:
+    """`spread` and `diff` (stages/spread.py, imported only when one of them runs)."""
+    p = subparsers.add_parser(
+        "spread",
+        help="run an example at several seeds (DVC's queue) and write metrics/spread/<example>.json",
+        description="Queue one DVC experiment per seed (params.yaml's seed, seed+1, ...), run them with --jobs "
+        "workers, and write every metric's mean, standard deviation, min and max to metrics/spread/<example>.json.",
+    )
+    p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
+    p.add_argument("--jobs", type=int, default=1, help="queue workers (default 1; each trains with every core)")
+    p = subparsers.add_parser(
+        "diff",
+        help="dvc metrics diff, each change measured in seed standard deviations",
+        description="Run `dvc metrics diff <rev>` and mark each change as within or beyond two seed standard "
+        "deviations, as measured by `python -m stages spread`.",
+    )
+    p.add_argument("rev", nargs="?", default="HEAD", help="the revision to compare the workspace with (default HEAD)")
+
+
 def build_parser(examples: list[str], with_example_commands: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m stages",
@@ -121,7 +139,7 @@ def build_parser(examples: list[str], with_example_commands: bool = True) -> arg
     p.add_argument("targets", nargs="*", help="stages to reproduce (default: all)")
     sub.add_parser("summary", help="the summary `repro` prints, for the current state")
     sub.add_parser("check", help="validate params.yaml for every example and variant (repro does this first)")
-    spread.add_commands(sub, examples)
+    _add_spread_commands(sub, examples)
     for name in examples if with_example_commands else ():
         module = importlib.import_module(f"stages.{name}")  # examples import Keras only inside their steps
         if hasattr(module, "add_commands"):
@@ -156,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return print_summary()
     if args.step in ("spread", "diff"):
+        from stages import spread
+
         try:
             return spread.main(args)
         except StageError as err:

@@ -186,25 +186,6 @@ def noise_diff(rev: str) -> int:
     return 0
 
 
-def add_commands(subparsers: Any, examples: list[str]) -> None:
-    p = subparsers.add_parser(
-        "spread",
-        help="run an example at several seeds (DVC's queue) and write metrics/spread/<example>.json",
-        description="Queue one DVC experiment per seed (params.yaml's seed, seed+1, ...), run them with --jobs "
-        "workers, and write every metric's mean, standard deviation, min and max to metrics/spread/<example>.json.",
-    )
-    p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
-    p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
-    p.add_argument("--jobs", type=int, default=1, help="queue workers (default 1; each trains with every core)")
-    p = subparsers.add_parser(
-        "diff",
-        help="dvc metrics diff, each change measured in seed standard deviations",
-        description="Run `dvc metrics diff <rev>` and mark each change as within or beyond two seed standard "
-        "deviations, as measured by `python -m stages spread`.",
-    )
-    p.add_argument("rev", nargs="?", default="HEAD", help="the revision to compare the workspace with (default HEAD)")
-
-
 def main(args: Any) -> int:
     if args.step == "spread":
         if args.seeds < 2 or args.jobs < 1:
