@@ -283,6 +283,12 @@ def test_corpus_symlink_leading_outside_is_refused_before_reading(tmp_path, monk
     (project / "texts" / "mine.txt").symlink_to(tmp_path / "secret.txt")  # need not exist: it is never read
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["lstm_text_generation"]["variants"]["mine"] = {"preprocess": {"corpus": "texts/mine.txt"}}
+    params["runs"]["lstm_text_generation-mine"] = {
+        "example": "lstm_text_generation",
+        "variant": "mine",
+        "source": "texts/mine.txt",
+        "loader": "stages/datasets/text_file.py",
+    }
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(project)
     _, run_ = make_run("lstm_text_generation", "mine", "preprocess")
@@ -297,37 +303,29 @@ def test_corpus_symlink_leading_outside_is_refused_before_reading(tmp_path, monk
 
 
 def test_undeclared_project_file_is_refused_before_reading(project):
-    """A file inside the project that the run's preprocess stage does not list as a dep is refused, naming the key."""
+    """A corpus file that the run's entry in params.yaml does not name (so no stage lists it) is refused, naming both keys."""
     (project / "notes.txt").write_text(ENGLISH, encoding="utf-8")
     set_param(project, "lstm_text_generation.preprocess.corpus", "notes.txt")
     result = run([sys.executable, "-m", "stages", "preprocess", "lstm_text_generation"], project, check=False)
     assert result.returncode == 2, result.stderr
-    assert re.search(
-        re.escape(
-            "'lstm_text_generation.preprocess.corpus' = 'notes.txt' is not a dependency of "
-            "preprocess@lstm_text_generation-nietzsche in dvc.yaml (it has stages/core, stages/lstm_text_generation.py, "
-            "stages/datasets/nietzsche.py, data/raw/nietzsche, params.yaml)"
-        )
-        + ".*"
-        + RECIPE,
-        result.stderr,
+    assert (
+        "'runs.lstm_text_generation-nietzsche.source' = 'data/raw/nietzsche', 'runs.lstm_text_generation-nietzsche.loader' "
+        "= 'stages/datasets/nietzsche.py' disagree(s) with the example's params, which make this run read notes.txt with "
+        "stages/datasets/text_file.py" in " ".join(result.stderr.split())
     )
     assert "Traceback" not in result.stderr and not (project / "data/processed").exists()
 
-    # A variant naming the file, without its run in dvc.yaml: nothing declares the file either.
+    # A variant naming the file, without its run: nothing declares the file either, and the message gives the entry.
+    set_param(project, "lstm_text_generation.preprocess.corpus", "nietzsche")
     set_param(project, "lstm_text_generation.variants.notes", {"preprocess": {"corpus": "notes.txt"}})
     result = run(
         [sys.executable, "-m", "stages", "preprocess", "lstm_text_generation", "--variant", "notes"], project, check=False
     )
     assert result.returncode == 2, result.stderr
-    assert re.search(
-        re.escape(
-            "'lstm_text_generation.variants.notes.preprocess.corpus' = 'notes.txt' cannot be checked: "
-            "DVC gives no stage preprocess@lstm_text_generation-notes here"
-        )
-        + ".*"
-        + RECIPE,
-        result.stderr,
+    assert (
+        "variant 'lstm_text_generation.variants.notes' has no run: dvc.yaml builds a run's stages from params.yaml's "
+        "'runs' mapping. Add under 'runs' the line `lstm_text_generation-notes: {example: lstm_text_generation, "
+        "variant: notes, source: notes.txt, loader: stages/datasets/text_file.py}`" in " ".join(result.stderr.split())
     )
     assert not (project / "data/processed").exists()
 
