@@ -116,3 +116,11 @@ def test_pipeline_outputs(built_project, variant, lahead):
     for name in ("predictions.png", "loss.png"):
         assert (root / paths.figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (root / paths.model / WEIGHTS).is_file()
+
+
+def test_row_order_interleaved_is_the_original_and_contiguous_walks_segments():
+    assert sl.row_order(6, 2, "interleaved").tolist() == [0, 1, 2, 3, 4, 5]
+    order = sl.row_order(12, 3, "contiguous")
+    batches = order.reshape(-1, 3)  # one batch a row: state row k is column k
+    assert batches[:, 0].tolist() == [0, 1, 2, 3] and batches[:, 2].tolist() == [8, 9, 10, 11]
+    assert sorted(order.tolist()) == list(range(12))  # a permutation: every point once
