@@ -164,7 +164,7 @@ def test_the_built_project_plots_say_what_they_show(built_copy):
             assert rows["epoch"].tolist() == list(range(1, len(rows) + 1)), path
     for path in built_copy.glob("plots/**/figures/*.csv"):
         assert len(pd.read_csv(path)) <= plotting.MAX_POINTS or path.name == "confusion.csv", path
-    rendered = json.loads(run(["dvc", "plots", "show", "--json"], built_copy).stdout)
+    rendered = json.loads(run(["dvc", "plots", "show", "--json"], built_copy).stdout)["data"]
     shown = [(plot_id, e["content"]) for plot_id, entries in rendered.items() for e in entries if e["type"] == "vega"]
     assert len(shown) >= 8
     for plot_id, spec in shown:
