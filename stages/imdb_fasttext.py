@@ -53,7 +53,7 @@ from stages.core.metrics import confusion_matrix, cross_entropy, write_metrics
 from stages.core.params import ExampleParams, Section
 from stages.core.run import Comparison, Run
 
-CURVES = ("loss", "accuracy", "val_loss", "val_accuracy")  # the per-epoch numbers Keras' fit logs
+PANELS = {"loss": "binary cross-entropy (nats, log scale)", "accuracy": "accuracy"}  # per-epoch figures: y label per metric
 ROC_FILE = "roc.csv"
 
 
@@ -76,7 +76,7 @@ class Evaluate(Section):
 
 class Plot(Section):
     dpi: int = Field(ge=20, le=600, description="resolution of the PNGs")
-    max_points: int = Field(ge=2, description="rows kept in roc.csv")
+    max_points: int = Field(ge=2, le=1000, description="points kept in roc.csv and drawn (at most 1,000)")
 
 
 class Params(ExampleParams):
@@ -265,23 +265,6 @@ def roc_points(probabilities: np.ndarray, labels: np.ndarray, max_points: int) -
     return {"fpr": fpr[keep], "tpr": tpr[keep]}
 
 
-def history_columns(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-    """{epoch (from 1), and each of CURVES that was logged}: one row per epoch, from read_live_metrics' curves."""
-    return {"epoch": np.asarray(curves["loss"][0]) + 1, **{name: curves[name][1] for name in CURVES if name in curves}}
-
-
-def validation_rows(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, list]:
-    """Long form {epoch, variant, val_accuracy, val_loss}: one row per (variant, epoch), from read_live_metrics' curves."""
-    rows: dict[str, list] = {"epoch": [], "variant": [], "val_accuracy": [], "val_loss": []}
-    for variant, curve in curves.items():
-        steps = curve["val_loss"][0]
-        rows["epoch"] += [int(s) + 1 for s in steps]
-        rows["variant"] += [variant] * len(steps)
-        rows["val_accuracy"] += [float(v) for v in curve["val_accuracy"][1]]
-        rows["val_loss"] += [float(v) for v in curve["val_loss"][1]]
-    return rows
-
-
 def summary_rows(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, list]:
     """One row per variant: {variant, test_accuracy, test_loss, test_roc_auc}, from each metrics/<run>.json."""
     names = ("accuracy", "loss", "roc_auc")
@@ -394,47 +377,39 @@ def evaluate(run: Run) -> None:
 
 def plot(run: Run) -> None:
     """Per-epoch curves (history.csv, training.png) and the test ROC curve (roc.csv, roc.png)."""
-    from stages.plotting import png, read_live_metrics
+    from stages.plotting import HISTORY, epochs_png, history_columns, png, read_live_metrics
 
     columns = history_columns(read_live_metrics(run.paths.training))
     probabilities = load_array(run.paths.predictions, "probabilities")
     roc = roc_points(probabilities, load_array(run.paths.processed, "y_test"), run.params.max_points)
     with atomic_dir(run.paths.figures) as out:
-        write_csv(out / "history.csv", columns)
+        write_csv(out / HISTORY, columns)
         write_csv(out / ROC_FILE, roc)
-        with png(out / "training.png", figsize=(10, 4), dpi=run.params.dpi) as fig:
-            for ax, kind, unit in zip(
-                fig.subplots(1, 2), ("loss", "accuracy"), ("binary cross-entropy (nats)", "accuracy"), strict=True
-            ):
-                for name, label in ((kind, "training"), (f"val_{kind}", "validation (the test set)")):
-                    if name in columns:
-                        ax.plot(columns["epoch"], columns[name], marker="o", markersize=3, label=label)
-                ax.set(title=f"{kind.capitalize()} per epoch ({run.paths.key})", xlabel="epoch", ylabel=unit)
-                ax.legend()
+        title = f"{run.paths.key}, per epoch (validation = the test set)"
+        epochs_png(out / "training.png", {run.variant: columns}, PANELS, title, run.params.dpi)
         with png(out / "roc.png", figsize=(5, 5), dpi=run.params.dpi) as fig:
             ax = fig.subplots()
-            ax.plot(roc["fpr"], roc["tpr"], label="model")
+            ax.plot(roc["fpr"], roc["tpr"], label=f"model ({len(roc['fpr']):,} points)")
             ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
             ax.set(title=f"Test ROC curve ({run.paths.key})", xlabel="false positive rate", ylabel="true positive rate")
             ax.legend()
 
 
 def compare(c: Comparison) -> None:
-    """Every variant's validation accuracy and loss per epoch on one chart (validation.csv/.png), and table.csv."""
-    from stages.plotting import png, read_live_metrics
+    """Every variant's validation accuracy and loss per epoch on one chart (validation.png), history.csv, roc.csv, table.csv."""
+    import pandas as pd
 
-    curves = {variant: read_live_metrics(c.runs[variant].training) for variant in c.variants}
-    rows = validation_rows(curves)
+    from stages.plotting import HISTORY, draw_epochs, png, read_history, stack_histories
+
+    histories = {variant: read_history(c.runs[variant].figures / HISTORY) for variant in c.variants}
+    rocs = [pd.read_csv(c.runs[variant].figures / ROC_FILE).assign(variant=variant) for variant in c.variants]
     table = summary_rows({variant: read_json(c.runs[variant].metrics) for variant in c.variants})
     with atomic_dir(c.out) as out:
-        write_csv(out / "validation.csv", rows)
+        write_csv(out / HISTORY, stack_histories(histories))
+        write_csv(out / ROC_FILE, pd.concat(rocs)[["variant", "fpr", "tpr"]])
         write_csv(out / "table.csv", table)
-        with png(out / "validation.png", figsize=(10, 4), dpi=c.params.dpi) as fig:
-            axes = fig.subplots(1, 2)
-            for index, variant in enumerate(c.variants):
-                columns = history_columns(curves[variant])
-                for ax, name in zip(axes, ("val_accuracy", "val_loss"), strict=True):
-                    ax.plot(columns["epoch"], columns[name], marker="o", markersize=3, color=f"C{index}", label=variant)
-            for ax, name, unit in zip(axes, ("accuracy", "loss"), ("accuracy", "binary cross-entropy (nats)"), strict=True):
-                ax.set(title=f"Validation (test set) {name} per epoch ({c.example})", xlabel="epoch", ylabel=unit)
-                ax.legend()
+        with png(out / "validation.png", figsize=(11, 4.3), dpi=c.params.dpi) as fig:
+            validation = {v: {k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for v, h in histories.items()}
+            for ax, metric in zip(fig.subplots(1, 2), ("accuracy", "loss"), strict=True):
+                draw_epochs(ax, validation, metric, PANELS[metric], validation="validation (test set)")
+            fig.suptitle(f"{c.example}: validation (the test set) per epoch, every n-gram setting")

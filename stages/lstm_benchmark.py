@@ -53,6 +53,7 @@ from stages.core.params import ExampleParams, Section
 from stages.core.run import Comparison, Run
 
 STANDIN_REVIEWS = 25_000  # per split, as IMDB's
+PANELS = {"loss": "binary cross-entropy (nats, log scale)", "accuracy": "accuracy"}  # training.png: y label per metric
 TIMINGS = "timings.json"  # in the run's training folder: wall-clock facts, not metrics
 IMPLEMENTATIONS = ("standard", "unrolled", "cell_loop", "jit", "cudnn")
 
@@ -146,20 +147,6 @@ def epoch_timings(seconds: list[float]) -> dict[str, Any]:
         "first_epoch_seconds": round(seconds[0], 3) if seconds else None,
         "seconds_per_epoch": round(float(np.mean(later)), 3) if later else None,
     }
-
-
-def curve_rows(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, list]:
-    """Long form {epoch, variant, val_accuracy, val_loss}: one row per (variant, epoch) of read_live_metrics' curves."""
-    rows: dict[str, list] = {"epoch": [], "variant": [], "val_accuracy": [], "val_loss": []}
-    for variant, curve in curves.items():
-        if "val_loss" not in curve:
-            continue  # not applicable here: nothing trained
-        steps = curve["val_loss"][0]
-        rows["epoch"] += [int(s) + 1 for s in steps]
-        rows["variant"] += [variant] * len(steps)
-        rows["val_accuracy"] += [float(v) for v in curve["val_accuracy"][1]]
-        rows["val_loss"] += [float(v) for v in curve["val_loss"][1]]
-    return rows
 
 
 def table_rows(metrics: Mapping[str, Mapping[str, Any]], timings: Mapping[str, Mapping[str, Any]]) -> dict[str, list]:
@@ -360,8 +347,8 @@ def evaluate(run: Run) -> None:
 
 
 def plot(run: Run) -> None:
-    """Validation accuracy and loss per epoch (history.csv, training.png); a not-applicable variant gets a note."""
-    from stages.plotting import png, read_live_metrics
+    """Loss and accuracy per epoch (history.csv, training.png); a not-applicable variant gets a note."""
+    from stages.plotting import HISTORY, epochs_png, history_columns, read_live_metrics
 
     curves = read_live_metrics(run.paths.training) if (run.paths.training / "plots").is_dir() else {}
     data = read_json(run.paths.processed / META)["dataset"]
@@ -369,48 +356,39 @@ def plot(run: Run) -> None:
         if "val_loss" not in curves:
             write_json(out / "not_applicable.json", read_json(run.paths.predictions / META))
             return
-        columns = curve_rows({run.variant: curves})
-        del columns["variant"]
-        write_csv(out / "history.csv", columns)
-        with png(out / "training.png", figsize=(10, 4), dpi=run.params.dpi) as fig:
-            for ax, name in zip(fig.subplots(1, 2), ("val_accuracy", "val_loss"), strict=True):
-                ax.plot(columns["epoch"], columns[name], marker="o", markersize=3)
-                ax.set(title=f"{name} per epoch ({run.paths.key}, {data})", xlabel="epoch", ylabel=name)
+        columns = history_columns(curves)
+        write_csv(out / HISTORY, columns)
+        title = f"{run.paths.key} on {'the stand-in (random reviews)' if data == 'standin' else data}"
+        epochs_png(out / "training.png", {run.variant: columns}, PANELS, title, run.params.dpi)
 
 
 def compare(c: Comparison) -> None:
     """The original's 2x2 figure (validation accuracy and loss, seconds per epoch) plus peak memory, and table.csv."""
-    from stages.plotting import png, read_live_metrics
+    from stages.plotting import HISTORY, draw_epochs, png, read_history, stack_histories
 
     metrics = {v: read_json(c.runs[v].metrics) for v in c.variants}
     timings = {v: read_json(c.runs[v].training / TIMINGS) for v in c.variants}
-    curves = {v: read_live_metrics(c.runs[v].training) for v in c.variants if metrics[v]["applicable"]}
-    rows, table = curve_rows(curves), table_rows(metrics, timings)
+    ran = [v for v in c.variants if metrics[v]["applicable"]]
+    histories = {v: read_history(c.runs[v].figures / HISTORY) for v in ran}
+    table = table_rows(metrics, timings)
     data = sorted({m["dataset"] for m in metrics.values()})
     label = " + ".join("stand-in (random reviews)" if d == "standin" else d for d in data)
-    ran = [v for v in c.variants if metrics[v]["applicable"]]
     with atomic_dir(c.out) as out:
-        write_csv(out / "curves.csv", rows)
+        write_csv(out / HISTORY, stack_histories(histories))
         write_csv(out / "table.csv", table)
         with png(out / "benchmark.png", figsize=(11, 8), dpi=c.params.dpi) as fig:
             acc, loss, speed, memory = fig.subplots(2, 2).ravel()
-            for variant in ran:
-                index = c.variants.index(variant)
-                picked = [i for i, v in enumerate(rows["variant"]) if v == variant]
-                epochs = [rows["epoch"][i] for i in picked]
-                acc.plot(epochs, [rows["val_accuracy"][i] for i in picked], marker="o", color=f"C{index}", label=variant)
-                loss.plot(epochs, [rows["val_loss"][i] for i in picked], marker="o", color=f"C{index}", label=variant)
-            acc.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
-            loss.set(title="Validation loss", xlabel="epoch", ylabel="binary cross-entropy")
-            acc.legend()
-            colors = [f"C{c.variants.index(v)}" for v in ran]
-            for ax, key, title in (
-                (speed, "timing_seconds_per_epoch", "Seconds per epoch after the first (timing)"),
-                (memory, "timing_peak_memory_mb", "Peak memory of train, MB (timing)"),
+            validation = {v: {k: h[k] for k in ("epoch", "val_accuracy", "val_loss")} for v, h in histories.items()}
+            draw_epochs(acc, validation, "accuracy", "accuracy")
+            draw_epochs(loss, validation, "loss", "binary cross-entropy (nats, log scale)")
+            colors = [f"C{i}" for i in range(len(ran))]  # as draw_epochs colours them
+            for ax, key, title, unit in (
+                (speed, "timing_seconds_per_epoch", "Seconds per epoch after the first (timing)", "seconds"),
+                (memory, "timing_peak_memory_mb", "Peak memory of train (timing)", "MB"),
             ):
                 values = [table[key][table["variant"].index(v)] or 0.0 for v in ran]
                 ax.bar_label(ax.bar(ran, values, color=colors), fmt="%.1f")
-                ax.set(title=title)
+                ax.set(title=title, xlabel="variant", ylabel=unit)
             missing = [v for v in c.variants if v not in ran]
             note = f"; not applicable here: {', '.join(missing)}" if missing else ""
             fig.suptitle(f"{c.example} on {label}{note}")

@@ -279,8 +279,10 @@ def samples_markdown(title: str, entries: list[dict]) -> str:
     for entry in entries:
         where = f"epoch {entry['epoch']}" if entry.get("epoch") is not None else "final model"
         lines += [f"## {where}", "", f"Seed (offset {entry['seed_offset']}):", "", "```", entry["seed_text"], "```", ""]
-        for s in entry["samples"]:
-            lines += [f"### {where}, temperature {s['temperature']}", "", "```", s["text"], "```", ""]
+        for s in entry["samples"]:  # each continuation after its seed, so that it does not start mid-word
+            heading = f"### {where}, temperature {s['temperature']}"
+            note = f"The seed, then {len(s['text'])} generated characters:"
+            lines += [heading, "", note, "", "```", entry["seed_text"] + s["text"], "```", ""]
     return "\n".join(lines)
 
 
@@ -458,31 +460,21 @@ def evaluate(run: Run) -> None:
 
 
 def plot(run: Run) -> None:
-    """loss.csv and loss.png from train's per-epoch losses; samples.md from evaluate's final samples."""
-    from stages.plotting import png, read_live_metrics
+    """history.csv and loss.png from train's per-epoch losses; samples.md from evaluate's final samples."""
+    from stages.plotting import HISTORY, epochs_png, history_columns, read_live_metrics
 
     curves = read_live_metrics(run.paths.training)
     if "loss" not in curves:
         raise InputError(
             f"{run.paths.training} has no per-epoch loss (plots/metrics/loss.tsv); run `dvc repro train@{run.paths.key}`."
         )
-    steps, loss = curves["loss"]
-    columns = {"epoch": steps + 1, "loss": loss}
-    if "val_loss" in curves:
-        columns["val_loss"] = curves["val_loss"][1]
+    columns = history_columns({name: curves[name] for name in ("loss", "val_loss") if name in curves})
     entry = read_json(run.paths.predictions / SAMPLES_JSON)
     with atomic_dir(run.paths.figures) as out:
-        write_csv(out / "loss.csv", columns)
+        write_csv(out / HISTORY, columns)
         write_text(out / SAMPLES_MD, samples_markdown(f"Samples from the final model ({run.paths.key})", [entry]))
-        with png(out / "loss.png", figsize=(7, 4.5), dpi=run.params.dpi) as fig:
-            ax = fig.subplots()
-            ax.plot(columns["epoch"], columns["loss"], marker="o", label="training")
-            if "val_loss" in columns:
-                ax.plot(columns["epoch"], columns["val_loss"], marker="o", label="validation")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("cross-entropy (nats/char)")
-            ax.set_title(f"Loss per epoch ({run.paths.key})")
-            ax.legend()
+        panels = {"loss": "cross-entropy (nats/char, log scale)"}
+        epochs_png(out / "loss.png", {run.paths.key: columns}, panels, f"Loss per epoch ({run.paths.key})", run.params.dpi)
 
 
 # --- generate: a command of this example's own (stages/generate.py) ---------

@@ -222,15 +222,16 @@ def evaluate(run: Run) -> None:
 
 def plot(run: Run) -> None:
     """The test confusion matrix (CSV and PNG) and the per-epoch loss and accuracy curves."""
-    from stages.plotting import png, read_live_metrics
+    from stages.plotting import HISTORY, epochs_png, history_columns, png, read_live_metrics
 
     y = load_array(run.paths.processed, "y_test")
     predicted = load_array(run.paths.predictions, "predicted")
     matrix = load_array(run.paths.predictions, "confusion")
-    curves = read_live_metrics(run.paths.training)
+    history = history_columns(read_live_metrics(run.paths.training))
     dpi = run.params.dpi
     with atomic_dir(run.paths.figures) as out:
         write_csv(out / "confusion.csv", {"actual": y, "predicted": predicted})
+        write_csv(out / HISTORY, history)
         with png(out / "confusion.png", figsize=(6, 5.5), dpi=dpi) as fig:
             ax = fig.subplots()
             image = ax.imshow(matrix, cmap="Blues")
@@ -240,17 +241,9 @@ def plot(run: Run) -> None:
                 )
             ax.set_xticks(range(N_CLASSES))
             ax.set_yticks(range(N_CLASSES))
-            ax.set_xlabel("predicted")
-            ax.set_ylabel("actual")
-            ax.set_title(f"Test confusion matrix ({run.paths.key})")
-            fig.colorbar(image, ax=ax)
-        with png(out / "training.png", figsize=(10, 4), dpi=dpi) as fig:
-            left, right = fig.subplots(1, 2)
-            for ax, kind in ((left, "loss"), (right, "accuracy")):
-                for name in (kind, f"val_{kind}"):
-                    if name in curves:
-                        steps, values = curves[name]
-                        ax.plot(steps + 1, values, marker="o", markersize=3, label=name)
-                ax.set_xlabel("epoch")
-                ax.set_title(kind)
-                ax.legend()
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("actual class")
+            ax.set_title(f"Test confusion matrix ({run.paths.key}, {len(y):,} images)")
+            fig.colorbar(image, ax=ax, label="test images")
+        panels = {"loss": "cross-entropy (nats, log scale)", "accuracy": "accuracy"}
+        epochs_png(out / "training.png", {run.variant: history}, panels, f"{run.paths.key}, per epoch", dpi)

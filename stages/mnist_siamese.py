@@ -76,7 +76,7 @@ class Evaluate(Section):
 
 class Plot(Section):
     bins: int = Field(ge=2, description="histogram bins of the distances")
-    max_points: int = Field(ge=10, description="test embeddings kept in the PCA CSV")
+    max_points: int = Field(ge=10, le=1000, description="test embeddings kept in the PCA CSV and drawn (at most 1,000)")
 
 
 class Params(ExampleParams):
@@ -346,10 +346,10 @@ def evaluate(run: Run) -> None:
 
 
 def plot(run: Run) -> None:
-    """Histogram of test distances with evaluate's thresholds, and the test embeddings' PCA."""
+    """Histogram of test distances with evaluate's thresholds, the test embeddings' PCA, and the per-epoch curves."""
     from sklearn.decomposition import PCA
 
-    from stages.plotting import png, thin
+    from stages.plotting import HISTORY, epochs_png, history_columns, png, read_live_metrics, thin
 
     p = run.params
     d = load_array(run.paths.predictions, "distances_test")
@@ -360,7 +360,11 @@ def plot(run: Run) -> None:
     hist = histogram(d, same, p.bins)
     xy = PCA(n_components=2, svd_solver="full").fit_transform(emb)  # full SVD: no randomness, so no seed
     keep = thin(len(xy), p.max_points)
+    history = history_columns(read_live_metrics(run.paths.training))
     with atomic_dir(run.paths.figures) as out:
+        write_csv(out / HISTORY, history)
+        panels = {"loss": "contrastive loss (log scale)", "accuracy": "pair accuracy at distance < 0.5"}
+        epochs_png(out / "training.png", {run.variant: history}, panels, f"{run.paths.key}, per epoch")
         write_csv(out / "distances.csv", hist)
         write_json(out / "thresholds.json", {key: thresholds[key] for key in ("threshold", "best_threshold")})
         write_csv(out / "embeddings.csv", {"pc1": xy[keep, 0], "pc2": xy[keep, 1], "label": labels[keep]})
@@ -372,8 +376,8 @@ def plot(run: Run) -> None:
             threshold, best = thresholds["threshold"], thresholds["best_threshold"]
             ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
             ax.axvline(best, color="k", linestyle=":", linewidth=1, label=f"best threshold on train {best:.3g}")
-            ax.set_xlabel("distance")
-            ax.set_ylabel("test pairs")
+            ax.set_xlabel("distance between the pair's embeddings (Euclidean)")
+            ax.set_ylabel(f"test pairs per bin of {width:.3g}")
             ax.set_title(f"Distances of test pairs ({run.paths.key})")
             ax.legend()
         with png(out / "embeddings.png", figsize=(7, 6), dpi=100) as fig:
@@ -382,4 +386,4 @@ def plot(run: Run) -> None:
             fig.colorbar(points, ax=ax, ticks=range(N_CLASSES), label="class")
             ax.set_xlabel("PC 1")
             ax.set_ylabel("PC 2")
-            ax.set_title(f"Test embeddings, PCA to 2-D ({run.paths.key})")
+            ax.set_title(f"Test embeddings, PCA to 2-D ({run.paths.key}, {len(keep):,} of {len(xy):,} images)")

@@ -394,6 +394,6 @@ def plot(run: Run) -> None:
             score_ax.barh(ys, rows["mean_score"], xerr=rows["std_score"], color="tab:blue", capsize=3)
             score_ax.set_yticks(ys, list(rows["candidate"]))
             score_ax.set_xlabel(f"mean CV {rows['scoring'].iloc[0]} (± std over {folds} folds)")
-            score_ax.set_title(f"GridSearchCV candidates ({run.paths.key})")
+            score_ax.set(title=f"GridSearchCV candidates ({run.paths.key})", ylabel="candidate")
             time_ax.barh(ys, rows["mean_fit_time"], xerr=rows["std_fit_time"], color="tab:orange", capsize=3)
             time_ax.set_xlabel("mean fit time per fold (s)")

@@ -59,7 +59,7 @@ SKIP_TOP = 0  # no frequent word is dropped
 
 NETWORK_KEYS = ("layers", "units", "activation", "dropout", "dropout_rate", "initializer", "optimizer", "learning_rate")
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adamax": "Adamax", "nadam": "Nadam"}
-CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")  # the per-epoch numbers Keras' fit logs
+PANELS = {"loss": "cross-entropy (nats, log scale)", "accuracy": "accuracy"}  # per-epoch figures: y label per metric
 
 
 class Preprocess(Section):
@@ -161,29 +161,6 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         },
         "test_samples": int(len(labels)),
     }
-
-
-def history_columns(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-    """{epoch (from 1), and each of CURVES that was logged}: one row per epoch, from read_live_metrics' curves."""
-    steps = curves["loss"][0]
-    return {"epoch": np.asarray(steps) + 1, **{name: curves[name][1] for name in CURVES if name in curves}}
-
-
-def loss_rows(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]) -> dict[str, list]:
-    """Long form of every network's losses, {epoch, variant, loss, val_loss}: one row per (variant, epoch).
-
-    `curves` maps a variant to its read_live_metrics result; a variant that
-    validated nothing gets an empty val_loss.
-    """
-    rows: dict[str, list] = {"epoch": [], "variant": [], "loss": [], "val_loss": []}
-    for variant, curve in curves.items():
-        steps, loss = curve["loss"]
-        val = curve["val_loss"][1] if "val_loss" in curve else np.full(len(loss), np.nan)
-        rows["epoch"] += [int(s) + 1 for s in steps]
-        rows["variant"] += [variant] * len(steps)
-        rows["loss"] += [float(v) for v in loss]
-        rows["val_loss"] += [float(v) for v in val]
-    return rows
 
 
 def summary_rows(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, list]:
@@ -352,42 +329,27 @@ def evaluate(run: Run) -> None:
 
 def plot(run: Run) -> None:
     """Training and validation loss and accuracy per epoch (history.csv, training.png)."""
-    from stages.plotting import png, read_live_metrics
+    from stages.plotting import HISTORY, epochs_png, history_columns, read_live_metrics
 
     columns = history_columns(read_live_metrics(run.paths.training))
     with atomic_dir(run.paths.figures) as out:
-        write_csv(out / "history.csv", columns)
-        with png(out / "training.png", figsize=(10, 4), dpi=run.params.dpi) as fig:
-            for ax, kind, unit in zip(
-                fig.subplots(1, 2), ("loss", "accuracy"), ("cross-entropy (nats)", "accuracy"), strict=True
-            ):
-                for name, label in ((kind, "training"), (f"val_{kind}", "validation")):
-                    if name in columns:
-                        ax.plot(columns["epoch"], columns[name], marker="o", markersize=3, label=label)
-                ax.set(title=f"{kind.capitalize()} per epoch ({run.paths.key})", xlabel="epoch", ylabel=unit)
-                ax.legend()
+        write_csv(out / HISTORY, columns)
+        epochs_png(out / "training.png", {run.variant: columns}, PANELS, f"{run.paths.key}, per epoch", run.params.dpi)
 
 
 def compare(c: Comparison) -> None:
-    """The original's figure (every network's training and validation loss), test accuracies, and table.csv."""
-    from stages.plotting import png, read_live_metrics
+    """The original's figure (every network's training and validation loss), every history.csv, test accuracies, table.csv."""
+    from stages.plotting import HISTORY, draw_epochs, png, read_history, stack_histories
 
-    curves = {variant: read_live_metrics(c.runs[variant].training) for variant in c.variants}
-    metrics = {variant: read_json(c.runs[variant].metrics) for variant in c.variants}
-    losses, table = loss_rows(curves), summary_rows(metrics)
+    histories = {variant: read_history(c.runs[variant].figures / HISTORY) for variant in c.variants}
+    table = summary_rows({variant: read_json(c.runs[variant].metrics) for variant in c.variants})
     with atomic_dir(c.out) as out:
-        write_csv(out / "losses.csv", losses)
+        write_csv(out / HISTORY, stack_histories(histories))
         write_csv(out / "table.csv", table)
         with png(out / "losses.png", figsize=(8, 5), dpi=c.params.dpi) as fig:
             ax = fig.subplots()
-            for index, variant in enumerate(c.variants):
-                columns = history_columns(curves[variant])
-                color = f"C{index}"
-                if "val_loss" in columns:
-                    ax.plot(columns["epoch"], columns["val_loss"], "-", color=color, label=f"{variant} validation loss")
-                ax.plot(columns["epoch"], columns["loss"], "--", color=color, label=f"{variant} training loss")
-            ax.set(title=f"Training and validation loss ({c.example})", xlabel="epoch", ylabel="cross-entropy (nats)")
-            ax.legend()
+            draw_epochs(ax, histories, "loss", PANELS["loss"])
+            ax.set_title(f"Training and validation loss per epoch ({c.example})")
         with png(out / "accuracy.png", figsize=(6, 4), dpi=c.params.dpi) as fig:
             ax = fig.subplots()
             bars = ax.bar(table["variant"], table["test_accuracy"], color=[f"C{i}" for i in range(len(c.variants))])

@@ -75,7 +75,7 @@ class Evaluate(Section):
 
 
 class Plot(Section):
-    max_points: int = Field(ge=10, description="rows kept in the plot CSV")
+    max_points: int = Field(ge=10, le=1000, description="points kept in predictions.csv and drawn (at most 1,000)")
 
 
 class Params(ExampleParams):
@@ -241,26 +241,30 @@ def evaluate(run: Run) -> None:
 
 
 def plot(run: Run) -> None:
-    """Expected against predicted (thinned to plot.max_points), and the training loss."""
-    from stages.plotting import png, read_live_metrics, thin
+    """Expected and predicted on one axis (thinned to plot.max_points), with a close-up, and the training loss."""
+    from stages.plotting import HISTORY, epochs_png, history_columns, png, read_live_metrics, thin
 
     y = load_array(run.paths.processed, "y").reshape(-1)
     predicted = load_array(run.paths.predictions, "predicted").reshape(-1)
-    keep = thin(len(y), run.params.max_points)
+    n, key = len(y), run.paths.key
+    keep = thin(n, run.params.max_points)
+    history = history_columns(read_live_metrics(run.paths.training))
     with atomic_dir(run.paths.figures) as out:
-        write_csv(out / "predictions.csv", {"step": keep, "expected": y[keep], "predicted": predicted[keep]})
-        with png(out / "predictions.png", figsize=(10, 6), dpi=100) as fig:
-            top, bottom = fig.subplots(2, 1, sharex=True)
-            top.plot(keep, y[keep], color="tab:blue")
-            top.set_title(f"Expected ({run.paths.key})")
-            bottom.plot(keep, predicted[keep], color="tab:orange")
-            bottom.set_title("Predicted")
-            bottom.set_xlabel("step")
-        steps, loss = read_live_metrics(run.paths.training)["loss"]
-        with png(out / "loss.png", figsize=(6, 4), dpi=100) as fig:
-            ax = fig.subplots()
-            ax.plot(steps + 1, loss, marker="o")
-            ax.set(title=f"Training loss (MSE), {run.paths.key}", xlabel="epoch", ylabel="loss", yscale="log")
+        write_csv(out / "predictions.csv", {"point": keep, "expected": y[keep], "predicted": predicted[keep]})
+        write_csv(out / HISTORY, history)
+        with png(out / "predictions.png", figsize=(10, 7), dpi=100) as fig:
+            whole, start = fig.subplots(2, 1)
+            first = max(2, n // 20)  # a close-up of the first 5%, where the two curves' shapes can be told apart
+            close = thin(first, run.params.max_points)
+            for ax, rows, title in (
+                (whole, keep, f"{key}: expected and predicted, {len(keep):,} evenly spaced of the {n:,} points"),
+                (start, close, f"Close-up: the first {first:,} points ({len(close):,} drawn)"),
+            ):
+                ax.plot(rows, y[rows], color="tab:blue", linewidth=1, label="expected")
+                ax.plot(rows, predicted[rows], color="tab:orange", linewidth=1, label="predicted")
+                ax.set(title=title, xlabel="point of the series (index)", ylabel="mean of the next lahead values")
+            whole.legend(loc="upper right")
+        epochs_png(out / "loss.png", {key: history}, {"loss": "MSE (log scale)"}, f"Training loss ({key})")
 
 
 # --- compare: the three lahead runs side by side -------------------------------
@@ -284,20 +288,25 @@ def compare(c: Comparison) -> None:
     """Every lahead's expected-vs-predicted figure and its MSE against the naive forecast, side by side."""
     import pandas as pd
 
-    from stages.plotting import png
+    from stages.plotting import HISTORY, log_axis, png, read_history, stack_histories
 
     table = comparison_table({v: read_json(paths.metrics) for v, paths in c.runs.items()})
     with atomic_dir(c.out) as out:
         write_csv(out / "table.csv", table)
+        histories = {variant: read_history(c.runs[variant].figures / HISTORY) for variant in table["variant"]}
+        write_csv(out / HISTORY, stack_histories(histories))
         with png(out / "predictions.png", figsize=(5 * len(table["variant"]), 4.5), dpi=100) as fig:
             axes = np.atleast_1d(fig.subplots(1, len(table["variant"])))  # each on its own scale: lahead 5000 is small
             for ax, variant, mse, naive in zip(axes, table["variant"], table["model_mse"], table["naive_mse"], strict=True):
                 frame = pd.read_csv(c.runs[variant].figures / "predictions.csv")
-                ax.plot(frame["step"], frame["expected"], label="expected", linewidth=1)
-                ax.plot(frame["step"], frame["predicted"], label="predicted", linewidth=1)
+                ax.plot(frame["point"], frame["expected"], label="expected", linewidth=1)
+                ax.plot(frame["point"], frame["predicted"], label="predicted", linewidth=1)
                 ax.set_title(f"{variant}: MSE {mse:.3g} (naive {naive:.3g})")
-                ax.set(xlabel="step (point of the series)", ylabel="mean of the next lahead values")
+                ax.set(xlabel="point of the series (index)", ylabel="mean of the next lahead values")
             axes[0].legend()
+            fig.suptitle(
+                f"{c.example}: expected and predicted per lahead, each on its own scale ({len(frame):,} evenly spaced points each)"
+            )
         with png(out / "mse.png", figsize=(6, 4), dpi=100) as fig:
             ax = fig.subplots()
             x = np.arange(len(table["variant"]))
@@ -306,8 +315,8 @@ def compare(c: Comparison) -> None:
             ax.set(
                 xticks=x,
                 xticklabels=table["variant"],
-                yscale="log",
-                ylabel="MSE (log scale)",
-                title="stateful_lstm: MSE per lahead",
+                ylabel="MSE against the expected series (log scale)",
+                title=f"{c.example}: MSE per lahead",
             )
+            log_axis(ax)
             ax.legend()

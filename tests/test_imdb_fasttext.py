@@ -19,6 +19,7 @@ from tests.conftest import ROOT, add_run, assert_code_deps_match_imports, run, s
 from tests.fixtures import write_imdb_word_order
 
 EXAMPLE = "imdb_fasttext"
+CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")  # what Keras' fit logs per epoch, as history.csv has it
 
 
 def ragged(*reviews: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -106,10 +107,7 @@ def test_roc_points_are_thinned_with_both_ends():
     assert len(roc["fpr"]) <= 20 and (roc["fpr"][0], roc["tpr"][0]) == (0, 0) and (roc["fpr"][-1], roc["tpr"][-1]) == (1, 1)
 
 
-def test_compare_rows():
-    curve = {"val_loss": (np.array([0, 1]), np.array([0.6, 0.5])), "val_accuracy": (np.array([0, 1]), np.array([0.7, 0.8]))}
-    rows = pd.DataFrame(ft.validation_rows({"uni": curve, "bi": curve}))
-    assert rows.values.tolist() == [[1, "uni", 0.7, 0.6], [2, "uni", 0.8, 0.5], [1, "bi", 0.7, 0.6], [2, "bi", 0.8, 0.5]]
+def test_summary_rows():
     table = ft.summary_rows({"bi": {"test": {"accuracy": 0.9, "loss": 0.3, "roc_auc": 0.95}}})
     assert table == {"variant": ["bi"], "test_accuracy": [0.9], "test_loss": [0.3], "test_roc_auc": [0.95]}
 
@@ -129,10 +127,14 @@ def test_word_order_pipeline_then_trigrams_alone(project):
     assert meta["max_features"] == 20_001 + meta["ngrams"]["2"] and meta["maxlen"] == 40
     assert np.load(project / bi.processed / "x_train.npy").shape == (500, 40)
     history = pd.read_csv(project / bi.figures / "history.csv")
-    assert history["epoch"].tolist() == [1, 2, 3, 4] and set(history.columns) == {"epoch", *ft.CURVES}
+    assert history["epoch"].tolist() == [1, 2, 3, 4] and set(history.columns) == {"epoch", *CURVES}
     assert len(pd.read_csv(project / bi.figures / "roc.csv")) <= 50
     compared = project / compare_dir(EXAMPLE)
-    assert len(pd.read_csv(compared / "validation.csv")) == 2 * 4 and (compared / "validation.png").is_file()
+    stacked = pd.read_csv(compared / "history.csv")  # every setting's history.csv, one row per (setting, epoch)
+    assert stacked[["epoch", "variant"]].values.tolist() == [[e, v] for v in ("uni", "bi") for e in (1, 2, 3, 4)]
+    roc = pd.read_csv(compared / "roc.csv")
+    assert list(roc.columns) == ["variant", "fpr", "tpr"] and roc.groupby("variant").size().max() <= 50
+    assert (compared / "validation.png").is_file()
     steps = {f"{s}@{run_key(EXAMPLE, v)}" for s in ("preprocess", "train", "evaluate", "plot") for v in ("uni", "bi")}
     assert steps | {f"compare@{EXAMPLE}"} <= assert_code_deps_match_imports(project)
 

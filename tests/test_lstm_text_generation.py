@@ -88,6 +88,14 @@ def test_low_temperature_is_argmax_and_samples_repeat():
     assert "epoch 3, temperature 0.2" in md and "epoch 3, temperature 1.2" in md and a["seed_text"] in md
 
 
+def test_samples_md_shows_each_continuation_after_its_seed():
+    """The seed ends where it ends (often mid-word): each sample's block starts with the seed, then the continuation."""
+    entry = {"epoch": 2, "seed_offset": 5, "seed_text": "perhaps a", "samples": [{"temperature": 0.5, "text": "nd more"}]}
+    blocks = ltg.samples_markdown("t", [entry]).split("```")[1::2]  # the fenced blocks, in order
+    assert [b.strip("\n") for b in blocks] == ["perhaps a", "perhaps and more"]
+    assert "The seed, then 7 generated characters:" in ltg.samples_markdown("t", [entry])
+
+
 def test_a_corpus_needs_one_window_on_each_side_of_the_split():
     assert ltg.split_point(1000, 0.05) == 950
     assert not ltg.too_short(1000, 40, 0.05)  # 950 training and 50 held-out characters, each > 40
@@ -147,7 +155,7 @@ def test_dvc_repro_on_nietzsche(project):
     assert final["epoch"] is None and [s["temperature"] for s in final["samples"]] == [0.2, 0.5, 1.0, 1.2]
     rendered = (project / Layout(key).figures / "samples.md").read_text(encoding="utf-8")
     assert rendered == ltg.samples_markdown(f"Samples from the final model ({key})", [final])
-    assert "final model, temperature 0.2" in rendered and final["samples"][1]["text"] in rendered
+    assert "final model, temperature 0.2" in rendered and final["seed_text"] + final["samples"][1]["text"] in rendered
     assert not list(project.glob("**/history.json"))
     model_json = read_json(project / "models" / key / "model.json")
     assert model_json["build"] == {"maxlen": 40, "vocab_size": len(chars), "units": 32, "learning_rate": 0.01}
@@ -159,7 +167,7 @@ def test_dvc_repro_on_nietzsche(project):
             assert f"epoch {epoch}, temperature {t}" in samples
     assert "Seed (offset" in samples
     assert (project / "models" / key / "model.weights.h5").is_file()
-    loss_csv = (project / Layout(key).figures / "loss.csv").read_text().splitlines()
+    loss_csv = (project / Layout(key).figures / "history.csv").read_text().splitlines()
     assert loss_csv[0] == "epoch,loss,val_loss" and len(loss_csv) == 3
     tsv = (project / Layout(key).training / "plots" / "metrics" / "val_loss.tsv").read_text().splitlines()
     assert [row.split(",")[2] for row in loss_csv[1:]] == [f"{float(line.split()[1]):.6g}" for line in tsv[1:]]
@@ -206,7 +214,7 @@ def test_samples_survive_a_resume(tmp_path, monkeypatch):
 
 
 def test_plot_reads_the_dvclive_losses_and_renders_the_final_samples(tmp_path, monkeypatch):
-    """Without a hold-out train logs no val_loss: loss.csv then has the training loss only."""
+    """Without a hold-out train logs no val_loss: history.csv then has the training loss only, epochs counted from 1."""
     monkeypatch.chdir(tmp_path)
     run_ = Run("lstm_text_generation", "t", "plot", ltg.Plot(dpi=20), Layout("lstm_text_generation-t"))
     (run_.paths.training / "plots" / "metrics").mkdir(parents=True)
@@ -215,9 +223,10 @@ def test_plot_reads_the_dvclive_losses_and_renders_the_final_samples(tmp_path, m
     final = dict(ltg.epoch_samples(fake_predict(len(chars)), ltg.encode(ENGLISH, chars), chars, 10, 12, [0.5], 3, 0), epoch=None)
     write_json(run_.paths.predictions / "samples.json", final)
     ltg.plot(run_)
-    assert (run_.paths.figures / "loss.csv").read_text() == "epoch,loss\n1,2.5\n2,2.03123\n"
+    assert (run_.paths.figures / "history.csv").read_text() == "epoch,loss\n1,2.5\n2,2.03123\n"
     md = (run_.paths.figures / "samples.md").read_text(encoding="utf-8")
-    assert md.startswith("# Samples from the final model (lstm_text_generation-t)") and final["samples"][0]["text"] in md
+    assert md.startswith("# Samples from the final model (lstm_text_generation-t)")
+    assert final["seed_text"] + final["samples"][0]["text"] in md
     assert (run_.paths.figures / "loss.png").stat().st_size > 1000
 
 

@@ -94,6 +94,14 @@ def test_pipeline_end_to_end(project):
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 200
     for name in ("confusion.png", "training.png"):
         assert (figures / name).is_file(), name
+    history = pd.read_csv(figures / "history.csv")  # DVCLive's steps 0..3 as epochs 1..4
+    assert history["epoch"].tolist() == [1, 2, 3, 4] and set(history.columns) == {
+        "epoch",
+        "loss",
+        "val_loss",
+        "accuracy",
+        "val_accuracy",
+    }
     assert (project / "plots/mnist_irnn/irnn/training/plots/metrics/val_accuracy.tsv").is_file()
     assert "changed" not in run(["dvc", "status", "plot@mnist_irnn-irnn"], project).stdout
     probabilities = np.load(project / "data/predictions/mnist_irnn-irnn/probabilities.npy")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stages import mnist_siamese as ms
@@ -133,8 +134,9 @@ def test_pipeline_end_to_end_and_plotted_threshold_follows_evaluate(project):
     config = json.loads((project / "models/mnist_siamese-mlp/model.json").read_text())
     assert config == {"build": {"learning_rate": 0.001, "dropout": 0.1, "margin": 1.0}, "info": {"parameters": ms.N_PARAMS}}
     figures = project / "plots/mnist_siamese/mlp/figures"
-    for name in ("distances.csv", "distances.png", "embeddings.csv", "embeddings.png"):
+    for name in ("distances.csv", "distances.png", "embeddings.csv", "embeddings.png", "training.png"):
         assert (figures / name).is_file(), name
+    assert pd.read_csv(figures / "history.csv")["epoch"].tolist() == [1, 2, 3, 4, 5]  # epochs counted from 1
     drawn = json.loads((figures / "thresholds.json").read_text())
     assert drawn == {"threshold": 0.5, "best_threshold": metrics["best_threshold"]["threshold"]}
     status = run(["dvc", "status", "plot@mnist_siamese-mlp"], project).stdout

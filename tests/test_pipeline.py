@@ -164,8 +164,14 @@ def test_train_param_change_reruns_only_its_downstream_and_diffs_across_branches
     out_dir = built_copy / "plots-html"
     run(["dvc", "plots", "show", "-o", str(out_dir)], built_copy)
     html = (out_dir / "index.html").read_text()
+    titles = {
+        next(iter(p)): next(iter(p.values()))["title"]
+        for p in yaml.safe_load((built_copy / "dvc.yaml").read_text())["plots"]
+        if isinstance(p, dict)
+    }
     for plot_id in ("plots/stateful_lstm/lahead20/figures/predictions.csv", "stateful_lstm training loss"):
-        assert plot_id in html, f"{plot_id} is not on the plots page"
+        div = re.sub(r"[^A-Za-z0-9]", "_", plot_id)  # the page names a plot's <div> after its id, and shows its title
+        assert f'<div id = "{div}">' in html and json.dumps(titles[plot_id])[1:-1] in html, f"{plot_id} is not on the plots page"
     assert re.search(r"<img[^>]+stateful_lstm_lahead20_figures_predictions\.png", html), "the PNG is not on the page"
     run(["dvc", "plots", "diff", "main", "-o", str(built_copy / "plots-diff")], built_copy)
     assert (built_copy / "plots-diff" / "index.html").is_file()

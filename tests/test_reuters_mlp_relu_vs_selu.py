@@ -19,6 +19,7 @@ from tests.conftest import ROOT, add_run, assert_code_deps_match_imports, run, s
 from tests.fixtures import write_reuters
 
 EXAMPLE = "reuters_mlp_relu_vs_selu"
+CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")  # what Keras' fit logs per epoch, as history.csv has it
 
 
 def keras_reference(npz: Path, num_words: int = 1000, test_split: float = 0.2, seed: int = 113):
@@ -124,15 +125,7 @@ def test_params_build_the_original_networks(monkeypatch, variant, activation, dr
     assert type(model.optimizer).__name__ == "SGD" and float(model.optimizer.learning_rate) == pytest.approx(0.01)
 
 
-def test_history_and_compare_rows():
-    curves = {
-        "a": {"loss": (np.array([0, 1]), np.array([2.0, 1.5])), "val_loss": (np.array([0, 1]), np.array([2.5, 2.0]))},
-        "b": {"loss": (np.array([0, 1]), np.array([3.0, 2.0]))},
-    }
-    assert rv.history_columns(curves["a"])["epoch"].tolist() == [1, 2]
-    rows = pd.DataFrame(rv.loss_rows(curves))
-    assert rows[["epoch", "variant", "loss"]].values.tolist() == [[1, "a", 2.0], [2, "a", 1.5], [1, "b", 3.0], [2, "b", 2.0]]
-    assert rows["val_loss"].tolist()[:2] == [2.5, 2.0] and rows["val_loss"][2:].isna().all()
+def test_summary_rows():
     table = rv.summary_rows(
         {
             "b": {"test": {"loss": 1.0, "accuracy": 0.5, "macro_f1": 0.25}},
@@ -166,11 +159,12 @@ def test_pipeline_end_to_end_then_a_third_network_alone(project):
         info = json.loads((project / paths.model / "model.json").read_text())
         assert info["build"]["activation"] == variant and info["info"]["fit_rows"] == rv.validation_index(800, 0.1)
         history = pd.read_csv(project / paths.figures / "history.csv")
-        assert history["epoch"].tolist() == list(range(1, 11)) and set(history.columns) == {"epoch", *rv.CURVES}
+        assert history["epoch"].tolist() == list(range(1, 11)) and set(history.columns) == {"epoch", *CURVES}
         assert (project / paths.figures / "training.png").is_file()
     compared = project / compare_dir(EXAMPLE)
-    losses = pd.read_csv(compared / "losses.csv")
-    assert len(losses) == 2 * 10 and losses["val_loss"].notna().all()
+    stacked = pd.read_csv(compared / "history.csv")  # both networks' history.csv, one row per (network, epoch)
+    assert stacked[["epoch", "variant"]].values.tolist() == [[e, v] for v in ("relu", "selu") for e in range(1, 11)]
+    assert set(stacked.columns) == {"variant", "epoch", *CURVES} and stacked["val_loss"].notna().all()
     assert (compared / "losses.png").is_file() and (compared / "accuracy.png").is_file()
     steps = {f"{step}@{run_key(EXAMPLE, v)}" for step in ("preprocess", "train", "evaluate", "plot") for v in ("relu", "selu")}
     assert steps | {f"compare@{EXAMPLE}"} <= assert_code_deps_match_imports(project)

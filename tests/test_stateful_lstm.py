@@ -107,12 +107,15 @@ def test_pipeline_outputs(built_project, variant, lahead):
     model = json.loads((root / paths.model / MODEL).read_text())
     assert model == {"build": {"batch_size": 25, "learning_rate": 0.001}, "info": {"parameters": sl.N_PARAMS}}
 
-    history = pd.read_csv(root / paths.training / "plots" / "metrics" / "loss.tsv", sep="\t")
-    assert list(history["step"]) == [0, 1]  # two epochs
+    live = pd.read_csv(root / paths.training / "plots" / "metrics" / "loss.tsv", sep="\t")
+    assert list(live["step"]) == [0, 1]  # two epochs, as DVCLive counts them
+    history = pd.read_csv(root / paths.figures / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]  # as everything else counts them
+    np.testing.assert_allclose(history["loss"], live["loss"], rtol=1e-5)
 
     predictions = pd.read_csv(root / paths.figures / "predictions.csv")
-    assert list(predictions.columns) == ["step", "expected", "predicted"]
-    assert len(predictions) == 100  # plot.max_points
+    assert list(predictions.columns) == ["point", "expected", "predicted"]
+    assert len(predictions) == 100 and predictions["point"].iloc[-1] == 5999  # plot.max_points, evenly over the series
     for name in ("predictions.png", "loss.png"):
         assert (root / paths.figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (root / paths.model / WEIGHTS).is_file()
