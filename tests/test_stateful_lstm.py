@@ -102,10 +102,15 @@ def test_pipeline_outputs(built_project, variant, lahead):
     assert metrics["lahead"] == lahead
     assert metrics["rows_scored"] == 6000 - lahead
     predicted = np.load(root / paths.predictions / "predicted.npy")
+    assert metrics.pop("computed_on")["cpu"]
     assert metrics == json.loads(json.dumps(sl.score(x, y, predicted, lahead, exclude_zero_tail=True)))
 
     model = json.loads((root / paths.model / MODEL).read_text())
-    assert model == {"build": {"batch_size": 25, "learning_rate": 0.001}, "info": {"parameters": sl.N_PARAMS}}
+    decay_steps = 2 * 6000 // 25  # epochs x batches: the cosine schedule reaches 0 at the last step
+    assert model == {
+        "build": {"batch_size": 25, "learning_rate": 0.001, "decay_steps": decay_steps},
+        "info": {"parameters": sl.N_PARAMS, "state_rows": "contiguous"},
+    }
 
     live = pd.read_csv(root / paths.training / "plots" / "metrics" / "loss.tsv", sep="\t")
     assert list(live["step"]) == [0, 1]  # two epochs, as DVCLive counts them
