@@ -74,17 +74,19 @@ def loop_ngrams(train: list[list[int]], test: list[list[int]], ngram_range: int,
 
 def numpy_ngrams(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], ngram_range: int, num_words: int):
     """stages.imdb_fasttext's functions: (train (ids, offsets), test (ids, offsets), max_features)."""
-    (train, test), table = augment([train, test], ngram_range, num_words)
-    return train, test, max_features(table, num_words)
+    (train, test), counts = augment([train, test], ngram_range, num_words)
+    return train, test, max_features(counts, num_words)
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    times, result = [], None
+def timed(fn, repeats: int) -> tuple[float, float, object]:
+    """(best wall seconds, best CPU seconds of this process, the result) over `repeats` runs."""
+    wall, cpu, result = [], [], None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return min(wall), min(cpu), result
 
 
 def peak_memory(fn) -> int:
@@ -101,7 +103,8 @@ def epoch_cost(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.
     per validation pass over the 25,000 test reviews, without and with bigrams."""
     import keras
 
-    from stages.imdb_fasttext import build_model, pad
+    from stages.core.sequences import pad
+    from stages.imdb_fasttext import build_model
 
     labels = np.random.default_rng(2).integers(0, 2, len(train[1]) - 1)
     for ngram_range in (1, 2):
@@ -124,8 +127,8 @@ def epoch_cost(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.
 def main() -> None:
     train, test = stand_in(25_000, seed=0), stand_in(25_000, seed=1)
     train_lists, test_lists = as_lists(*train), as_lists(*test)
-    t_numpy, (tr, te, features) = timed(lambda: numpy_ngrams(train, test, 2, NUM_WORDS), 3)
-    t_loop, (ref_tr, ref_te, ref_features) = timed(lambda: loop_ngrams(train_lists, test_lists, 2, NUM_WORDS), 1)
+    t_numpy, cpu_numpy, (tr, te, features) = timed(lambda: numpy_ngrams(train, test, 2, NUM_WORDS), 5)
+    t_loop, cpu_loop, (ref_tr, ref_te, ref_features) = timed(lambda: loop_ngrams(train_lists, test_lists, 2, NUM_WORDS), 1)
     assert features == ref_features, f"max_features {features} != the loop's {ref_features}"
     for (ids, offsets), ref in ((tr, ref_tr), (te, ref_te)):
         assert np.array_equal(np.diff(offsets), [len(r) for r in ref]), "augmented lengths differ from the loop's"
@@ -135,12 +138,13 @@ def main() -> None:
     m_loop = peak_memory(lambda: loop_ngrams(train_lists, test_lists, 2, NUM_WORDS))
     mean = np.diff(train[1]).mean()
     print(f"stand-in: 25,000 + 25,000 reviews, mean length {mean:.0f}; bigrams; max_features {features:,}; same ids: yes")
-    print(f"{'implementation':<32}{'seconds':>10}{'peak MB':>10}")
-    print(f"{'loops (sets, dict, list appends)':<32}{t_loop:>10.2f}{m_loop / 1e6:>10.0f}")
-    print(f"{'numpy (stages.imdb_fasttext)':<32}{t_numpy:>10.2f}{m_numpy / 1e6:>10.0f}")
-    print(f"numpy is {t_loop / t_numpy:.0f}x faster and needs {m_loop / m_numpy:.1f}x less peak memory")
-    # the issue asks for 50x; measured 24-40x on 2 shared cores (one np.sort of 12M int64 keys is half the time)
-    assert t_loop / t_numpy >= 20, f"numpy is only {t_loop / t_numpy:.1f}x faster than the loops"
+    ratio, cpu_ratio = t_loop / t_numpy, cpu_loop / cpu_numpy
+    print(f"{'implementation':<32}{'seconds':>10}{'CPU s':>10}{'peak MB':>10}")
+    print(f"{'loops (sets, dict, list appends)':<32}{t_loop:>10.2f}{cpu_loop:>10.2f}{m_loop / 1e6:>10.0f}")
+    print(f"{'numpy (stages.imdb_fasttext)':<32}{t_numpy:>10.3f}{cpu_numpy:>10.3f}{m_numpy / 1e6:>10.0f}")
+    print(f"numpy is {ratio:.0f}x faster ({cpu_ratio:.0f}x in CPU time) and needs {m_loop / m_numpy:.1f}x less peak memory")
+    # the issue asks for 50x; cores busy with other work slow both, but not always alike (the CPU-time ratio is steadier)
+    assert ratio >= 50, f"numpy is only {ratio:.1f}x faster than the loops ({cpu_ratio:.0f}x in CPU time); the issue asks 50x"
     if "--epoch" in sys.argv:
         epoch_cost(train, test)
 
