@@ -19,8 +19,8 @@ Differences from the original:
 * Keras drops jit_compile=True when TensorFlow's op determinism is already on
   (model_supports_jit, checked only when the model is compiled: not every op
   has a deterministic XLA kernel), so every model is compiled first and
-  determinism switched on after, before fit traces the train function; an op
-  TensorFlow cannot run deterministically raises rather than varies. Training
+  determinism switched on after, before fit traces the train function (under
+  it TensorFlow raises for an op with no deterministic kernel). Training
   and evaluating `jit` twice on the same data gave byte-identical metrics,
   curves and weights (2 CPU cores).
 * `preprocess.dataset: standin` replaces IMDB by random reviews of the same
