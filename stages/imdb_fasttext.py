@@ -3,39 +3,35 @@
 The original (after Joulin et al. 2016, "Bag of Tricks for Efficient Text
 Classification") loads IMDB with `imdb.load_data(num_words=20000)`: 25,000
 training and 25,000 test reviews as word ids (start 1, out-of-vocabulary 2,
-ids shifted by 3). With ngram_range N > 1 it collects every 2..N-gram of the
-training reviews, gives each a new id from max_features + 1 upward (Python set
-order), sets max_features to the largest id + 1, and appends to every review
-(train and test) the ids of its n-grams that have one: all its bigrams in order
-of position, then its trigrams, and so on (an n-gram that occurs twice is
-appended twice). Reviews are then padded and truncated to 400 ids at the front
-(pad_sequences' defaults). Model: Embedding(max_features, 50) ->
-GlobalAveragePooling1D -> Dense(1, sigmoid), adam, binary cross-entropy, batch
-32, 5 epochs, validated on the test set after each epoch. Headline: test
-accuracy 0.8813 with unigrams, 0.9056 with bigrams, after 5 epochs.
+ids shifted by 3). With ngram_range N > 1 it gives every 2..N-gram of the
+training reviews an id from max_features + 1 upward (Python set order), sets
+max_features to the largest id + 1, and appends to every review (train and
+test) the ids of its n-grams that have one: its bigrams in order of position,
+then its trigrams, and so on; then pads and truncates to 400 ids at the front.
+Model: Embedding(max_features, 50) -> GlobalAveragePooling1D -> Dense(1,
+sigmoid), adam, binary cross-entropy, batch 32, 5 epochs, validated on the test
+set after each epoch. Headline: test accuracy 0.8813 with unigrams, 0.9056 with
+bigrams, after 5 epochs.
 
 Differences from the original:
-* ngram_range is a preprocess param; `uni` (1) and `bi` (2) are two variants,
-  each cached on its own; a `tri` (3) is one variant plus one run line.
-* N-gram ids are given in a stated, deterministic order instead of set order:
-  bigrams before trigrams (and so on), and within one size in ascending order
-  of the tuples of word ids (the original's ids depend on Python's set
-  iteration). The id table, the appending and the padding are numpy over all
-  reviews at once: an n-gram of size n is the int64 key
-  sum(w_i * num_words ** (n - 1 - i)); one sort of every window of both sets
-  numbers the distinct keys that occur in the training set
+* `uni` (ngram_range 1) and `bi` (2) are two variants; a `tri` (3) is one
+  variant plus one run line.
+* `preprocess.train_samples` keeps the first N training reviews (n-grams come
+  from these; every test review stays): adam updates the whole embedding each
+  step, so a step costs in proportion to the bigrams (see params.yaml).
+* N-gram ids follow a stated order: bigrams before trigrams, and within one
+  size ascending tuples of word ids. An n-gram is the key sum(w_i * num_words
+  ** (n - 1 - i)); for bigrams a bit per possible key marks the training set's
+  and the count of marks below a key is its id; larger key spaces are sorted
   (benchmarks/imdb_ngrams.py: the original's loops against this, same ids).
-  The original scans trigrams over the review with its bigram ids already
-  appended; no window that reaches an appended id is in the table (those ids
-  exceed every word id), so the result is the same.
-* Reviews are stored padded, (N, 400) int32, as Keras' pad_sequences leaves
-  them: zeros in front, and the last 400 ids of a longer review.
+  The original scans trigrams over a review with its bigram ids appended; no
+  such window is in the table, so the result is the same.
 * Training batches are reshuffled each epoch with a seeded stateless
   permutation (Keras' fit shuffled unseeded). As the original, the per-epoch
   validation data is the test set, so the validation curves are test curves.
-* evaluate reports the test accuracy, binary cross-entropy (Keras' clipping),
-  ROC AUC and the confusion matrix at 0.5; plot draws the per-epoch curves and
-  the ROC curve; compare puts every variant's validation curves on one chart.
+* evaluate adds the binary cross-entropy, ROC AUC and confusion matrix; plot
+  draws the per-epoch curves and the ROC curve; compare puts every variant's
+  validation curves on one chart.
 """
 
 from __future__ import annotations
@@ -52,6 +48,7 @@ from stages.core.layout import META
 from stages.core.metrics import confusion_matrix, cross_entropy, write_metrics
 from stages.core.params import ExampleParams, Section
 from stages.core.run import Comparison, Run
+from stages.core.sequences import pad
 
 PANELS = {"loss": "binary cross-entropy (nats, log scale)", "accuracy": "accuracy"}  # per-epoch figures: y label per metric
 ROC_FILE = "roc.csv"
@@ -60,6 +57,7 @@ ROC_FILE = "roc.csv"
 class Preprocess(Section):
     num_words: int = Field(ge=4, description="the loader's max_features: rarer words become the out-of-vocabulary id 2")
     ngram_range: int = Field(ge=1, le=8, description="1: words only; N: append the ids of the 2..N-grams")
+    train_samples: int = Field(ge=1, description="the first N training reviews (n-grams come from these); all test reviews")
     maxlen: int = Field(ge=1, description="ids kept per review after the n-grams are appended (the last ones)")
 
 
@@ -105,153 +103,122 @@ def dataset(params: Params) -> str:
 
 # --- pure functions ----------------------------------------------------------
 
+BITMAP_BITS = 2**30  # key spaces below this are looked up in a bitmap (at most 384 MiB; 150 MiB for 20,000 words' bigrams)
 
-def windows(ids: np.ndarray, offsets: np.ndarray, n: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """The n-grams of ragged reviews (review i = ids[offsets[i]:offsets[i + 1]]) as n columns of words, and their reviews.
 
-    Column j holds the j-th word of every window that lies inside one review,
-    windows in review order, then in order of position.
-    """
+def window_keys(ids: np.ndarray, offsets: np.ndarray, n: int, base: int, dtype: type) -> np.ndarray:
+    """The key sum(w_j * base ** (n - 1 - j)) of the size-n window at each start of ragged reviews (review i =
+    ids[offsets[i]:offsets[i + 1]], ids below base); a window that crosses a review's end gets base ** n."""
     count = max(len(ids) - n + 1, 0)
-    valid = np.ones(count, bool)
-    lengths = np.diff(offsets)
-    for k in range(1, n):  # the last n - 1 starts of each review would cross its end
-        last = np.asarray(offsets[1:]) - k
-        last = last[(lengths >= k) & (last < count)]
-        valid[last] = False
-    review = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)[:count][valid]
-    return [ids[j : j + count][valid] for j in range(n)], review
+    words = ids.astype(dtype, copy=False)
+    keys = words[:count].copy()
+    for j in range(1, n):
+        keys *= dtype(base)
+        keys += words[j : j + count]
+    for k in range(1, n):  # the window at start - k reaches into the review at start
+        crossing = np.asarray(offsets)[1:-1] - k
+        keys[crossing[(crossing >= 0) & (crossing < count)]] = base**n
+    return keys
 
 
-def sorted_keys(columns: list[np.ndarray], base: int) -> tuple[np.ndarray, np.ndarray]:
-    """(keys in ascending order, the permutation that sorts them) of rows of word columns.
+def bitmap_ids(keys: list[np.ndarray], space: int, first_id: int) -> tuple[list[np.ndarray], int]:
+    """(per split: each window's n-gram id, -1 if the FIRST split has no such n-gram; how many n-grams it has).
 
-    A row's key is sum(w_j * base ** (n - 1 - j)), so keys sort as the rows'
-    tuples do. When key and row number fit in 63 bits together (bigrams of
-    20,000 words: 29 + 24 bits), one np.sort of (key << bits | row) gives
-    both; otherwise a stable radix sort per column, least significant first.
+    keys: uint32 window_keys (space: no n-gram). The first split's keys are numbered in ascending order from first_id:
+    a bit per possible key marks them (32-bit words), each word stored beside the count of marks before it, so an id
+    is first_id + that count + the marks below its bit.
     """
-    rows = len(columns[0])
-    keys = np.zeros(rows, np.int64)
-    for column in columns:
-        keys = keys * base + column
-    row_bits = max(rows - 1, 1).bit_length()
-    if (base ** len(columns) - 1).bit_length() + row_bits <= 63:
-        packed = (keys << row_bits) | np.arange(rows)
-        del keys
-        packed.sort()
-        return packed >> row_bits, packed & ((1 << row_bits) - 1)
-    kind = np.uint16 if base <= 2**16 else np.int64
-    order = np.arange(rows)
-    for column in reversed(columns):
-        order = order[np.argsort(column[order].astype(kind), kind="stable")]
-    return keys[order], order
+    marks = np.zeros(space // 32 + 1, np.uint32)
+    np.bitwise_or.at(marks, keys[0] >> 5, np.left_shift(1, keys[0] & 31, dtype=np.uint32))
+    marks[space >> 5] &= ~np.uint32(1 << (space & 31))  # the crossing windows' key
+    ones = np.bitwise_count(marks)
+    table = np.cumsum(ones, dtype=np.uint64)
+    table -= ones
+    table += first_id
+    table <<= 32
+    table |= marks
+    found = [np.empty(len(split), np.int32) for split in keys]
+    for split, out in zip(keys, found, strict=True):
+        for start in range(0, len(split), 1 << 16):  # in chunks whose temporaries stay in the cache
+            chunk = split[start : start + (1 << 16)]
+            entry, bit = table.take(chunk >> 5), np.left_shift(1, chunk & 31, dtype=np.uint64)
+            known = (entry & bit) != 0
+            ids = np.bitwise_count(entry & (bit - 1)).astype(np.int32) + (entry >> 32).astype(np.int32)
+            ids[~known] = -1
+            out[start : start + len(chunk)] = ids
+    return found, int(ones.sum(dtype=np.int64))
 
 
-def ngram_ids(splits: list[tuple[np.ndarray, np.ndarray]], n: int, base: int, first_id: int) -> tuple[list, np.ndarray]:
-    """Ids of every size-n window of every split, from the table of the FIRST split's (training set's) n-grams.
+def table_ids(keys: list[np.ndarray], space: int, first_id: int) -> tuple[list[np.ndarray], int]:
+    """bitmap_ids for key spaces too large for a bitmap (int64 keys): the first split's distinct keys sorted, then hashed."""
+    import pandas as pd
 
-    The table is the training set's distinct n-grams in ascending tuple order,
-    numbered from first_id. Returns ([per split: (window ids, -1 where the
-    n-gram is not in the table; window reviews)], the table as int64 keys
-    sum(w_j * base ** (n - 1 - j))). All splits' windows are sorted together once.
-    """
-    found = [windows(ids, offsets, n) for ids, offsets in splits]
-    columns = [np.concatenate([cols[j] for cols, _ in found]).astype(np.int64) for j in range(n)]
-    keys, order = sorted_keys(columns, base)
-    del columns
-    new = np.ones(len(keys), bool)
-    new[1:] = keys[1:] != keys[:-1]
-    group = np.cumsum(new, dtype=np.int32) - 1
-    in_train = np.zeros(int(new.sum()), bool)
-    in_train[group[order < len(found[0][1])]] = True
-    group_id = np.where(in_train, np.cumsum(in_train) - 1 + first_id, -1)
-    ids = np.empty(len(keys), np.int32)
-    ids[order] = group_id[group]
-    cuts = np.cumsum([len(review) for _, review in found])[:-1]
-    return [(part, review) for part, (_, review) in zip(np.split(ids, cuts), found, strict=True)], keys[new][in_train]
+    table = np.sort(keys[0][keys[0] < space])
+    index = pd.Index(table[np.append(True, table[1:] != table[:-1])])
+    found = [index.get_indexer(split) for split in keys]
+    return [np.where(at >= 0, at + first_id, -1).astype(np.int32) for at in found], len(index)
+
+
+def append(ids: np.ndarray, offsets: np.ndarray, pieces: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each review's ids, then for each piece (window ids by start position) the ids >= 0 of the windows that start
+    in it, in order of position, piece after piece: the new (ids int32, offsets int64)."""
+    counts, values = [np.diff(offsets)], [np.asarray(ids, np.int32)]
+    for found in pieces:
+        known = found >= 0
+        before = np.zeros(len(found) + 1, np.int64)  # known windows before each start
+        np.cumsum(known, out=before[1:])
+        counts.append(np.diff(before[np.minimum(offsets, len(found))]))
+        values.append(found[known])
+    per_review = np.stack(counts, axis=1)
+    piece = np.repeat(np.tile(np.arange(len(values), dtype=np.uint8), len(per_review)), per_review.ravel())
+    out = np.empty(len(piece), np.int32)
+    for index, value in enumerate(values):
+        out[piece == index] = value
+    return out, np.append(0, np.cumsum(per_review.sum(axis=1)))
 
 
 def augment(
     splits: list[tuple[np.ndarray, np.ndarray]], ngram_range: int, num_words: int
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
-    """The original's n-gram augmentation: ([per split: new (ids int32, offsets int64)], the n-gram table).
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[int]]:
+    """The original's n-gram augmentation: ([per split: new (ids int32, offsets int64)], [n-grams of size 2, 3, ...]).
 
-    The table (one int64 key array per size 2..ngram_range, see ngram_ids)
-    comes from the first split, the training set; the j-th n-gram of size n
-    gets id num_words + 1 + (n-grams of smaller sizes) + j. Each review gets
-    the ids of its known bigrams appended in order of position, then those of
-    its trigrams, and so on.
+    The n-grams come from the first split, the training set; the j-th of size n
+    in ascending tuple order gets id num_words + 1 + (n-grams of smaller sizes)
+    + j. Each review gets the ids of its known bigrams appended in order of
+    position, then those of its trigrams, and so on.
     """
-    table, per_size, first_id = [], [], num_words + 1
+    pieces, counts = [], []
     for n in range(2, ngram_range + 1):
-        found, keys = ngram_ids(splits, n, num_words, first_id)
-        per_size.append(found)
-        table.append(keys)
-        first_id += len(keys)
-    out = []
-    for index, (ids, offsets) in enumerate(splits):
-        lengths = np.diff(offsets).astype(np.int64)
-        pieces = [(np.asarray(ids), np.repeat(np.arange(len(lengths)), lengths))]
-        for window_ids, review in (found[index] for found in per_size):
-            known = window_ids >= 0
-            pieces.append((window_ids[known], review[known]))
-        counts = [np.bincount(review, minlength=len(lengths)) for _, review in pieces]
-        new_offsets = np.concatenate([[0], np.cumsum(np.sum(counts, axis=0))]).astype(np.int64)
-        result = np.empty(new_offsets[-1], np.int32)
-        before = new_offsets[:-1].copy()  # where each review's next piece starts
-        for (values, review), count in zip(pieces, counts, strict=True):
-            piece_start = np.cumsum(count) - count
-            result[before[review] + np.arange(len(review)) - piece_start[review]] = values
-            before += count
-        out.append((result, new_offsets))
-    return out, table
+        space, first_id = num_words**n, num_words + 1 + sum(counts)
+        small = space < BITMAP_BITS
+        keys = [window_keys(ids, offsets, n, num_words, np.uint32 if small else np.int64) for ids, offsets in splits]
+        found, count = (bitmap_ids if small else table_ids)(keys, space, first_id)
+        pieces.append(found)
+        counts.append(count)
+    return [append(ids, offsets, [found[i] for found in pieces]) for i, (ids, offsets) in enumerate(splits)], counts
 
 
-def max_features(table: list[np.ndarray], num_words: int) -> int:
-    """The Embedding's input size: the largest n-gram id + 1 (num_words + 1 + count), or num_words without n-grams."""
-    count = sum(len(keys) for keys in table)
-    return num_words + 1 + count if count else num_words
-
-
-def pad(ids: np.ndarray, offsets: np.ndarray, maxlen: int) -> np.ndarray:
-    """(N, maxlen) int32 as Keras' pad_sequences(maxlen=maxlen) leaves them: zeros in front, the LAST maxlen ids kept."""
-    lengths = np.diff(offsets)
-    review = np.repeat(np.arange(len(lengths)), lengths)
-    column = maxlen - lengths[review] + (np.arange(len(ids)) - offsets[:-1][review])
-    keep = column >= 0
-    out = np.zeros((len(lengths), maxlen), np.int32)
-    out[review[keep], column[keep]] = ids[keep]
-    return out
-
-
-def binary_cross_entropy(probabilities: np.ndarray, labels: np.ndarray, epsilon: float = 1e-7) -> float:
-    """Mean binary cross-entropy (nats) of P(label 1) against 0/1 labels: the shared cross_entropy on (1 - p, p)."""
-    p = np.asarray(probabilities, np.float64).reshape(-1)
-    return cross_entropy(np.stack([1 - p, p], axis=1), labels, epsilon)
+def max_features(counts: list[int], num_words: int) -> int:
+    """The Embedding's input size: the largest n-gram id + 1 (num_words + 1 + n-grams), or num_words without n-grams."""
+    return num_words + 1 + sum(counts) if sum(counts) else num_words
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Every number of metrics/<run>.json from P(positive) and the 0/1 test labels.
 
     test.accuracy (positive when p > 0.5, as Keras' binary accuracy), test.loss
-    (binary cross-entropy), test.roc_auc, and the confusion matrix at 0.5
-    (rows: actual negative, positive; columns: predicted).
+    (binary cross-entropy: the shared cross_entropy of (1 - p, p), Keras'
+    clipping), test.roc_auc, and the confusion matrix at 0.5 (rows: actual
+    negative, positive; columns: predicted).
     """
     from sklearn.metrics import roc_auc_score
 
     p = np.asarray(probabilities, np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1).astype(np.int64)
     predicted = (p > 0.5).astype(np.int64)
-    return {
-        "test": {
-            "accuracy": float(np.mean(predicted == y)),
-            "loss": binary_cross_entropy(p, y),
-            "roc_auc": float(roc_auc_score(y, p)),
-        },
-        "confusion": confusion_matrix(y, predicted, 2).tolist(),
-        "test_samples": int(len(y)),
-    }
+    loss = cross_entropy(np.stack([1 - p, p], axis=1), y)
+    test = {"accuracy": float(np.mean(predicted == y)), "loss": loss, "roc_auc": float(roc_auc_score(y, p))}
+    return {"test": test, "confusion": confusion_matrix(y, predicted, 2).tolist(), "test_samples": int(len(y))}
 
 
 def roc_points(probabilities: np.ndarray, labels: np.ndarray, max_points: int) -> dict[str, np.ndarray]:
@@ -275,14 +242,9 @@ def build_model(max_features: int, embedding_dims: int, maxlen: int, learning_ra
     """Embedding -> GlobalAveragePooling1D -> Dense(1, sigmoid), compiled with adam and binary cross-entropy."""
     import keras
 
-    model = keras.Sequential(
-        [
-            keras.Input((maxlen,), dtype="int32"),
-            keras.layers.Embedding(max_features, embedding_dims),
-            keras.layers.GlobalAveragePooling1D(),
-            keras.layers.Dense(1, activation="sigmoid"),
-        ]
-    )
+    model = keras.Sequential([keras.Input((maxlen,), dtype="int32"), keras.layers.Embedding(max_features, embedding_dims)])
+    model.add(keras.layers.GlobalAveragePooling1D())
+    model.add(keras.layers.Dense(1, activation="sigmoid"))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
     return model
 
@@ -301,8 +263,12 @@ def preprocess(run: Run) -> None:
             f"{run.raw}/imdb.npz: expected a non-empty training and test set with 0/1 labels in y_train and y_test; "
             "delete the folder and download it again."
         )
-    augmented, table = augment([splits["train"][:2], splits["test"][:2]], p.ngram_range, p.num_words)
-    features = max_features(table, p.num_words)
+    ids, offsets, labels = splits["train"]
+    if p.train_samples > len(labels):
+        raise ParamsError(f"'{run.param_key('train_samples')}' = {p.train_samples}: the training set has {len(labels)} reviews.")
+    splits["train"] = (ids[: offsets[p.train_samples]], offsets[: p.train_samples + 1], labels[: p.train_samples])
+    augmented, counts = augment([splits["train"][:2], splits["test"][:2]], p.ngram_range, p.num_words)
+    features = max_features(counts, p.num_words)
     arrays, lengths = {}, {}
     for split, (ids, offsets) in zip(("train", "test"), augmented, strict=True):
         labels = splits[split][2]
@@ -310,20 +276,10 @@ def preprocess(run: Run) -> None:
         lengths[split] = round(float(np.diff(offsets).mean()), 2)
     with atomic_dir(run.paths.processed) as out:
         save_arrays(out, arrays)
-        write_json(
-            out / META,
-            {
-                "max_features": features,
-                "maxlen": p.maxlen,
-                "ngram_range": p.ngram_range,
-                "ngrams": {str(n): len(keys) for n, keys in enumerate(table, start=2)},
-                "train": len(arrays["y_train"]),
-                "test": len(arrays["y_test"]),
-                "mean_length": lengths,
-                "x": f"(N, {p.maxlen}) int32 ids, padded and truncated at the front",
-                "y": "(N,) uint8: 1 = positive review",
-            },
-        )
+        meta = {"max_features": features, "maxlen": p.maxlen, "ngram_range": p.ngram_range, "mean_length": lengths}
+        meta |= {"ngrams": {str(n): count for n, count in enumerate(counts, start=2)}, "train": len(arrays["y_train"])}
+        meta |= {"test": len(arrays["y_test"]), "x": f"(N, {p.maxlen}) int32 ids, padded and truncated at the front"}
+        write_json(out / META, meta | {"y": "(N,) uint8: 1 = positive review"})
     print(f"{len(arrays['y_train'])} training and {len(arrays['y_test'])} test reviews; max_features {features}")
     print(f"mean length with n-grams: train {lengths['train']}, test {lengths['test']}")
 

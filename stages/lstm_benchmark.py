@@ -10,29 +10,28 @@ loss per epoch, and the seconds per epoch of each mode. No headline number.
 Differences from the original:
 * Keras 3 has no implementation modes. The variants are the ways of running the
   same LSTM that exist today (`train.implementation`), one cached run each:
-  `standard` (keras.layers.LSTM, compiled with jit_compile=False), `unrolled`
-  (unroll=True: the 80 steps as one straight graph), `cell_loop`
-  (keras.layers.RNN(LSTMCell): the generic step-by-step loop), `jit` (the
-  standard layer with jit_compile=True: XLA; on a CPU-only machine Keras'
-  default, jit_compile="auto", resolves to False) and `cudnn`
-  (use_cudnn=True). cuDNN has no recurrent dropout, so that variant sets
-  `recurrent_dropout: 0` (Keras refuses use_cudnn=True otherwise); without a
-  GPU it is reported as not applicable: train writes a model-less marker and
-  evaluate, plot and compare say so. All variants compute the same function
-  for the same weights (tested); they differ in speed and memory.
-* Keras refuses jit_compile=True once TensorFlow's op determinism is on, so
-  every model is built and compiled first and determinism switched on after.
+  `standard` (keras.layers.LSTM, jit_compile=False), `unrolled` (unroll=True),
+  `cell_loop` (keras.layers.RNN(LSTMCell)), `jit` (the standard layer with
+  jit_compile=True: XLA; Keras' "auto" is False on a CPU-only machine) and
+  `cudnn` (use_cudnn=True, which needs `recurrent_dropout: 0`; without a GPU it
+  is reported as not applicable: train writes a model-less marker and
+  evaluate, plot and compare say so). All compute the same function (tested).
+* Keras drops jit_compile=True when TensorFlow's op determinism is already on
+  (model_supports_jit, checked only when the model is compiled: not every op
+  has a deterministic XLA kernel), so every model is compiled first and
+  determinism switched on after, before fit traces the train function (under
+  it TensorFlow raises for an op with no deterministic kernel). Training
+  and evaluating `jit` twice on the same data gave byte-identical metrics,
+  curves and weights (2 CPU cores).
 * `preprocess.dataset: standin` replaces IMDB by random reviews of the same
   shape (25,000 x 80 ids below num_words, labels random, seeded), for the
   timings where imdb.npz cannot be had; metrics, table and figure say so.
 * Sized for two CPU cores: `preprocess.train_samples` and `test_samples` keep
   the first N reviews of each (shuffled) split; validation after each epoch
   and evaluate use the same test subset. See params.yaml for the full cost.
-* Timings are not results: seconds per epoch (the first, which compiles, apart;
-  an epoch's time includes its validation pass) and peak resident memory
-  (ru_maxrss of the train process) go to plots/<example>/<variant>/training/
+* Seconds per epoch (the first, which compiles, apart; validation included) and
+  the train process's peak memory go to plots/<example>/<variant>/training/
   timings.json, never into metrics/, so `dvc metrics diff` shows no noise.
-* evaluate adds the test loss and accuracy of the trained model.
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ from stages.core.layout import META, MODEL
 from stages.core.metrics import accuracy, cross_entropy, write_metrics
 from stages.core.params import ExampleParams, Section
 from stages.core.run import Comparison, Run
+from stages.core.sequences import pad
 
 STANDIN_REVIEWS = 25_000  # per split, as IMDB's
 PANELS = {"loss": "binary cross-entropy (nats, log scale)", "accuracy": "accuracy"}  # training.png: y label per metric
@@ -109,18 +109,6 @@ def dataset(params: Params) -> str | None:
 
 
 # --- pure functions ----------------------------------------------------------
-
-
-def pad(ids: np.ndarray, offsets: np.ndarray, maxlen: int) -> np.ndarray:
-    """(N, maxlen) int32 of ragged reviews as keras.utils.pad_sequences(maxlen) makes them: zeros in front, last words kept."""
-    n = len(offsets) - 1
-    keep = np.minimum(np.diff(offsets), maxlen)
-    within = np.arange(keep.sum()) - np.repeat(np.cumsum(keep) - keep, keep)
-    out = np.zeros((n, maxlen), dtype=np.int32)
-    out[np.repeat(np.arange(n), keep), np.repeat(maxlen - keep, keep) + within] = ids[
-        np.repeat(offsets[1:] - keep, keep) + within
-    ]
-    return out
 
 
 def standin(seed: int, n: int, maxlen: int, num_words: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -200,12 +188,8 @@ def build_model(
             keras.layers.Dense(1, activation="sigmoid"),
         ]
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="binary_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=implementation == "jit",
-    )
+    adam = keras.optimizers.Adam(learning_rate=learning_rate)
+    model.compile(optimizer=adam, loss="binary_crossentropy", metrics=["accuracy"], jit_compile=implementation == "jit")
     return model
 
 
@@ -213,12 +197,6 @@ def gpu_present() -> bool:
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
-
-
-def _as_float_labels(x, y):
-    import tensorflow as tf
-
-    return x, tf.cast(y, tf.float32)
 
 
 def _epoch_clock():
@@ -288,18 +266,18 @@ def train(run: Run) -> None:
         model = build_model(**build)  # before determinism: Keras refuses jit_compile=True after it
         training.seed_everything(run.seed)
 
-        validation, steps = training.batches(
-            [load_array(folder, "x_test"), load_array(folder, "y_test")],
-            p.batch_size,
-            seed=run.seed,
-            shuffle=False,
-            map_fn=_as_float_labels,
-        )
+        import tensorflow as tf
+
+        def as_float(x, y):  # binary cross-entropy takes float labels
+            return x, tf.cast(y, tf.float32)
+
+        test = [load_array(folder, "x_test"), load_array(folder, "y_test")]
+        validation, _ = training.batches(test, p.batch_size, seed=run.seed, shuffle=False, map_fn=as_float)
         clock = _epoch_clock()
         training.fit(
             model,
             lambda first: training.batches(
-                [x, y], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=_as_float_labels
+                [x, y], p.batch_size, seed=run.seed, first_epoch=first, epochs=p.epochs, map_fn=as_float
             ),
             run=run,
             epochs=p.epochs,

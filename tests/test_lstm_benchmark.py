@@ -1,5 +1,5 @@
-"""lstm_benchmark: padding as Keras pads, the stand-in, scoring, every variant as the same function, and real dvc
-repro runs (all variants and compare, then one more variant alone)."""
+"""lstm_benchmark: the stand-in, scoring, every variant as the same function, and real dvc repro runs (all variants and
+compare, then one more variant alone, then the jit variant again: the same bytes). Padding: tests/test_sequences.py."""
 
 from __future__ import annotations
 
@@ -20,17 +20,6 @@ from tests.fixtures import write_imdb
 
 EXAMPLE = "lstm_benchmark"
 VARIANTS = ("standard", "unrolled", "cell_loop", "jit", "cudnn")
-
-
-def test_pad_equals_keras_pad_sequences():
-    import keras
-
-    rng = np.random.default_rng(0)
-    reviews = [rng.integers(1, 50, size=int(n)).tolist() for n in (0, 1, 5, 7, 12, 30)]
-    offsets = np.concatenate([[0], np.cumsum([len(r) for r in reviews])]).astype(np.int64)
-    ids = np.concatenate([np.asarray(r, np.int32) for r in reviews])
-    expected = keras.utils.pad_sequences(reviews, maxlen=7)  # padding and truncating 'pre', as the original
-    np.testing.assert_array_equal(lb.pad(ids, offsets, 7), expected)
 
 
 def test_standin_has_imdbs_shape_and_is_seeded():
@@ -133,6 +122,14 @@ def test_pipeline_end_to_end_then_one_more_variant_alone(built_copy):
     wide = run_key(EXAMPLE, "wide")
     assert set(re.findall(r"Running stage '([^']+)'", out)) == {f"{s}@{wide}" for s in STEPS} | {f"compare@{EXAMPLE}"}
     assert pd.read_csv(compared / "table.csv")["variant"].tolist() == [*VARIANTS, "wide"]
+
+    # jit compiles before op determinism is switched on (Keras drops jit_compile after it): a re-run repeats exactly
+    jit = Layout(run_key(EXAMPLE, "jit"))
+    files = (jit.metrics, jit.model / "model.weights.h5", jit.training / "plots" / "metrics" / "val_loss.tsv")
+    before = [(project / f).read_bytes() for f in files]
+    assert json.loads((project / jit.model / "model.json").read_text())["info"]["jit_compile"] is True
+    run(["dvc", "repro", "-f", "-s", f"train@{jit.key}", f"evaluate@{jit.key}"], project)
+    assert [(project / f).read_bytes() for f in files] == before
 
 
 def test_committed_runs_read_what_params_choose():
