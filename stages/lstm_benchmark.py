@@ -256,6 +256,9 @@ def train(run: Run) -> None:
             write_json(out / MODEL, {"build": build, "info": info})
         with atomic_dir(run.paths.training) as out:
             write_json(out / TIMINGS, info)
+        from stages.checkpoints import ResumableCheckpoint
+
+        ResumableCheckpoint(run.paths.checkpoints).clear()  # a GPU machine's interrupted run leaves nothing to resume here
         print(f"{run.paths.key}: not applicable ({info['reason']})")
         return
     import keras
