@@ -25,10 +25,9 @@ Differences from the original:
   split (0 = all). The default trains on a subset so the whole grid runs in
   minutes on two CPU cores (see params.yaml); the full grid on all 60,000
   images is the original's setting.
-* `train.cv` and `train.n_jobs` are parameters (cv 3 as the original's
-  scikit-learn default); every candidate is built after re-seeding, so its
-  initial weights and batch order depend only on the seed, not on the order
-  or process the search runs it in.
+* `train.cv` is a parameter (3, the original's default); `train.parallel` says
+  where the fits run (here, local processes, a Dask cluster: core/parallel.py).
+  Each candidate is built after re-seeding: its fits depend only on the seed.
 * train records every candidate (grid values, rank, per-fold scores, fit
   times) in plots/<run>/training/candidates.csv, which plot draws; the best
   parameters and CV score go with the model (models/<run>/model.json).
@@ -52,6 +51,7 @@ from stages.core.errors import InputError, ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
 from stages.core.layout import META
 from stages.core.metrics import accuracy, cross_entropy, write_metrics
+from stages.core.parallel import Parallel, keras_seeds, placement, with_threads
 from stages.core.params import ExampleParams, Section
 from stages.core.run import Run
 
@@ -86,7 +86,7 @@ class Train(Section):
     learning_rate: float = Field(gt=0, description="Adadelta; Keras 2's 'adadelta' used 1.0")
     cv: int = Field(ge=2, description="stratified folds")
     scoring: Literal["neg_log_loss", "accuracy"] = Field(description="scikit-learn scorer that ranks candidates")
-    n_jobs: int = Field(ge=1, description="candidates fitted in parallel processes")
+    parallel: Parallel
 
 
 class Evaluate(Section):
@@ -141,11 +141,9 @@ def conv_output_side(side: int, kernel_size: int, pool_size: int) -> int:
     return (side - 2 * (kernel_size - 1)) // pool_size
 
 
-def _grid_key(name: str) -> str:
-    return f"mnist_sklearn_wrapper.train.grid.{name}"
-
-
-def check_grid(grid: Grid, side: int = IMAGE_SHAPE[0], key: Callable[[str], str] = _grid_key) -> None:
+def check_grid(
+    grid: Grid, side: int = IMAGE_SHAPE[0], key: Callable[[str], str] = "mnist_sklearn_wrapper.train.grid.{}".format
+) -> None:
     """Reject values no model can be built from, naming the key (the variant's where it sets it), before any training."""
     for name in ("epochs", "filters", "kernel_size", "pool_size"):
         values = getattr(grid, name)
@@ -213,26 +211,28 @@ def build_model(
     learning_rate: float,
     n_classes: int = N_CLASSES,
     image_shape: tuple[int, int, int] = IMAGE_SHAPE,
+    seed: int | None = None,
 ) -> Any:
-    """The original's CNN, compiled; input (batch, prod(image_shape)) float32, reshaped inside."""
+    """The original's CNN, compiled; input (batch, prod(image_shape)) float32, reshaped inside; seeds: keras_seeds."""
     import keras
 
-    layers = keras.layers
+    layers, seeds = keras.layers, keras_seeds(seed)
+    glorot = keras.initializers.GlorotUniform  # Keras' default, seeded here
     stack = [
         keras.Input(shape=(int(np.prod(image_shape)),)),
         layers.Reshape(image_shape),
-        layers.Conv2D(filters, kernel_size, padding="valid"),
+        layers.Conv2D(filters, kernel_size, padding="valid", kernel_initializer=glorot(seeds())),
         layers.Activation("relu"),
-        layers.Conv2D(filters, kernel_size),
+        layers.Conv2D(filters, kernel_size, kernel_initializer=glorot(seeds())),
         layers.Activation("relu"),
         layers.MaxPooling2D(pool_size=pool_size),
-        layers.Dropout(0.25),
+        layers.Dropout(0.25, seed=seeds()),
         layers.Flatten(),
     ]
     for size in dense_layer_sizes:
-        stack += [layers.Dense(size), layers.Activation("relu")]
-    stack += [layers.Dropout(0.5), layers.Dense(n_classes), layers.Activation("softmax")]
-    model = keras.Sequential(stack)
+        stack += [layers.Dense(size, kernel_initializer=glorot(seeds())), layers.Activation("relu")]
+    stack += [layers.Dropout(0.5, seed=seeds()), layers.Dense(n_classes, kernel_initializer=glorot(seeds()))]
+    model = keras.Sequential([*stack, layers.Activation("softmax")])
     model.compile(
         loss="categorical_crossentropy",
         optimizer=keras.optimizers.Adadelta(learning_rate=learning_rate),
@@ -242,31 +242,32 @@ def build_model(
 
 
 def make_model(X: np.ndarray, y: np.ndarray, *, seed: int, learning_rate: float, **build: Any) -> Any:
-    """The wrapper's builder: re-seed (so a fit depends only on the seed, not on the search's order), then build."""
+    """The wrapper's builder: re-seed, then build with explicit seeds (a fit depends only on the seed, not where it runs)."""
     from stages.training import seed_everything
 
     seed_everything(seed)
-    return build_model(n_classes=y.shape[1], learning_rate=learning_rate, **build)
+    return build_model(n_classes=y.shape[1], learning_rate=learning_rate, seed=seed, **build)
 
 
-def grid_search(x: np.ndarray, y: np.ndarray, p: Train, *, seed: int, verbose: int = 0) -> Any:
-    """Fit GridSearchCV over the train section's grid on x (n, 784) float32, y (n,) int labels; return the fitted search."""
+def grid_search(x: np.ndarray, y: np.ndarray, p: Train, *, seed: int, verbose: int = 0, key: Callable[[str], str] = str) -> Any:
+    """GridSearchCV over the grid on x (n, 784) float32, y (n,) int labels, fitted where p.parallel says (key names its keys)."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from stages.training import keras_classifier  # moves to stages.training at integration
+    from stages.training import keras_classifier
 
     check_grid(p.grid)
-    search = GridSearchCV(
-        keras_classifier(functools.partial(make_model, seed=seed, learning_rate=p.learning_rate)),
-        param_grid=param_grid(p.grid, p.batch_size),
-        scoring=p.scoring,
-        cv=StratifiedKFold(n_splits=p.cv),  # no shuffling: folds depend on the data only
-        n_jobs=p.n_jobs,
-        refit=True,
-        verbose=verbose,
-        error_score="raise",
-    )
-    search.fit(x, y)
+    builder = functools.partial(make_model, seed=seed, learning_rate=p.learning_rate)
+    with placement(p.parallel, key, verbose=bool(verbose)) as where:
+        search = GridSearchCV(
+            keras_classifier(with_threads(builder, where.threads)),
+            param_grid=param_grid(p.grid, p.batch_size),
+            scoring=p.scoring,
+            cv=StratifiedKFold(n_splits=p.cv),  # no shuffling: folds depend on the data only
+            n_jobs=None,  # joblib's, as placement set it; the refit (default) runs here, with the fits' threads
+            verbose=verbose,
+            error_score="raise",
+        )
+        search.fit(x, y)
     return search
 
 
@@ -344,7 +345,7 @@ def train(run: Run) -> None:
                 f"'{run.param_key('cv')}' = {p.cv} folds; raise preprocess.train_samples or lower cv."
             )
         print(f"GridSearchCV: {len(candidates(p.grid))} candidates x {p.cv} folds on {len(x)} images, scoring {p.scoring}")
-        search = grid_search(x, y, p, seed=run.seed, verbose=2)
+        search = grid_search(x, y, p, seed=run.seed, verbose=2, key=lambda name: run.param_key("parallel", name))
         model = search.best_estimator_.model_
         best = flatten_candidate(search.best_params_)
         build = {**search.best_params_["model_kwargs"], "learning_rate": p.learning_rate, "n_classes": model.output_shape[-1]}

@@ -13,10 +13,11 @@ import pytest
 from pydantic import ValidationError
 
 from stages import mnist_sklearn_wrapper as m
-from stages import training as wrappers  # stages.training once the integrator moves it there
+from stages import training as wrappers
 from stages.core.errors import ParamsError
 from stages.core.layout import Layout
 from stages.core.metrics import cross_entropy
+from stages.core.parallel import Parallel
 from tests.conftest import ROOT, run
 from tests.fixtures import image_arrays, write_mnist_npz
 
@@ -87,7 +88,8 @@ def test_take_first_refuses_more_than_there_is():
 
 
 def train_section(**overrides) -> m.Train:
-    settings = {"grid": grid(), "batch_size": 32, "learning_rate": 1.0, "cv": 2, "scoring": "neg_log_loss", "n_jobs": 1}
+    parallel = Parallel(backend="in_process", processes=2, scheduler="", threads=0)
+    settings = {"grid": grid(), "batch_size": 32, "learning_rate": 1.0, "cv": 2, "scoring": "neg_log_loss", "parallel": parallel}
     return m.Train(**{**settings, **overrides})
 
 
@@ -176,7 +178,7 @@ def test_grid_search_in_two_processes_scores_as_in_one():
     x, y = m.scale(m.as_images(images)), labels.astype(np.int64)
     p = train_section(grid=grid(dense_layer_sizes=[[4], [8]], epochs=[1], filters=[2]), batch_size=16)
     one = m.grid_search(x, y, p, seed=1)
-    two = m.grid_search(x, y, p.model_copy(update={"n_jobs": 2}), seed=1)
+    two = m.grid_search(x, y, p.model_copy(update={"parallel": p.parallel.model_copy(update={"backend": "processes"})}), seed=1)
     assert type(two.best_estimator_).__name__ == "KerasClassifier"
     np.testing.assert_allclose(two.cv_results_["mean_test_score"], one.cv_results_["mean_test_score"], rtol=1e-5)
 
