@@ -7,7 +7,9 @@ workers, waits for them, and writes metrics/spread/<example>.json: for every
 number of every metrics file of the example, the mean, the sample standard
 deviation, min and max over the seeds, and what it was computed on. The
 experiments stay in `dvc exp show` (named spread-<example>-seed<N>); the run
-at params.yaml's own seed is the committed one, which DVC finds cached.
+at params.yaml's own seed is the committed one, which DVC finds cached. Run
+again, it reuses what this commit's experiments already hold and re-queues
+only the missing or failed seeds.
 
 `python -m stages diff [<rev>]` is `dvc metrics diff <rev>` with one more
 column: each change in units of the seed standard deviation measured for it,
@@ -22,6 +24,7 @@ import math
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -98,6 +101,16 @@ def _targets(example: str, variants: Iterable[str]) -> list[str]:
     return [f"plot@{run_key(example, v)}" for v in variants] + [s for s in (f"compare@{example}",) if s in stages]
 
 
+def _queue_status() -> dict[str, str]:
+    """{experiment name: Queued, Running, Success or Failed} from `dvc queue status`."""
+    rows = {}
+    for line in _dvc("queue", "status", capture=True).splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 4 and fields[-1] in ("Queued", "Running", "Success", "Failed"):
+            rows[fields[1]] = fields[-1]
+    return rows
+
+
 def _experiment_metrics(show: Any, names: set[str]) -> dict[str, dict[str, Any]]:
     """{experiment name: {metrics file: metrics}} found anywhere in `dvc exp show --json`."""
     found: dict[str, dict[str, Any]] = {}
@@ -127,15 +140,25 @@ def spread(example: str, seeds: int, jobs: int) -> Path:
     variants = list(params[example]["variants"])
     first = int(params["seed"])
     names = {first + i: f"spread-{example}-seed{first + i}" for i in range(seeds)}
-    existing = _dvc("exp", "list", "--name-only", capture=True).split()
-    stale = [n for n in names.values() if n in existing]
-    if stale:
-        _dvc("exp", "remove", *stale)
+    done = set(_dvc("exp", "list", "--name-only", capture=True).split())  # experiments of this commit
+    status = _queue_status()
     for seed, name in names.items():
+        if name in done or status.get(name) in ("Queued", "Running"):
+            continue  # finished from this commit, or on its way: a second call picks up where the first left
+        if name in status:
+            _dvc("queue", "remove", name)  # failed before: queue it again
         _dvc("exp", "run", "--queue", "--name", name, "-S", f"seed={seed}", *_targets(example, variants))
     _dvc("queue", "start", "--jobs", str(jobs))
-    for name in names.values():  # follow each until it ends (its log streams here)
-        subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", "--follow", name], check=False)
+    seen: dict[str, str] = {}
+    while True:  # until none of them is queued or running
+        status = {n: s for n, s in _queue_status().items() if n in names.values()}
+        for name, state in status.items():
+            if seen.get(name) != state:
+                print(f"{name}: {state}", flush=True)
+        seen = status
+        if not any(state in ("Queued", "Running") for state in status.values()):
+            break
+        time.sleep(10)
     found = _experiment_metrics(json.loads(_dvc("exp", "show", "--json", capture=True) or "[]"), set(names.values()))
     missing = [n for n in names.values() if n not in found]
     if missing:

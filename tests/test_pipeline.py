@@ -275,3 +275,17 @@ def test_shared_modules_stay_under_400_lines():
         if path.stem not in examples
     }
     assert "stages/training.py" in sizes and not {p: n for p, n in sizes.items() if n > 400}
+
+
+def test_models_are_declared_artifacts_of_the_runs():
+    """Every committed run's model is a DVC artifact (type model, with a description), at the path train writes."""
+    from dvc.repo import Repo
+
+    runs = yaml.safe_load((ROOT / "params.yaml").read_text())["runs"]
+    with Repo(str(ROOT)) as repo:
+        (artifacts,) = repo.artifacts.read().values()
+        stages = {s.name: s for s in repo.index.stages}
+    assert set(artifacts) == set(runs)
+    for key, artifact in artifacts.items():
+        assert artifact.type == "model" and artifact.desc
+        assert artifact.path in {o.def_path for o in stages[f"train@{key}"].outs}
