@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,6 +69,28 @@ def test_an_unreachable_scheduler_is_one_paragraph_naming_it():
         with pytest.raises(parallel.ClusterError, match=rf"{address} \(from 'ex\.train\.parallel\.scheduler'\)"):
             with parallel.placement(settings(backend="dask", scheduler=address), key):
                 pass
+
+
+def test_a_cluster_that_cannot_import_the_project_is_refused_before_any_fit(tmp_path):
+    # A scheduler started outside the checkout (as `dask scheduler` on another machine would be) cannot unpickle the
+    # search's tasks; without the check the search would wait forever while the scheduler only logs the error.
+    file = tmp_path / "scheduler.json"
+    cmd = [Path(sys.executable).parent / "dask", "scheduler", "--host", "127.0.0.1", "--port", "0"]
+    cmd += ["--dashboard-address", "127.0.0.1:0", "--scheduler-file", file]
+    scheduler = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not file.exists():
+            assert scheduler.poll() is None and time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.2)
+        time.sleep(0.2)  # the file is written whole, but give its writer a moment
+        address = json.loads(file.read_text())["address"]
+        with pytest.raises(parallel.ClusterError, match=r"could not report its environment .*No module named 'stages'"):
+            with parallel.placement(settings(backend="dask", scheduler=address), key):
+                pass
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
 
 
 def test_params_reject_an_unknown_backend_and_negative_threads():

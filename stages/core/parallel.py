@@ -211,25 +211,31 @@ def scheduler_address(p: Parallel, key: Callable[[str], str]) -> str:
 
 
 def _dask_workers(client: Any, address: str, source: str) -> dict[str, tuple[int, int]]:
-    """Check every worker's environment against this one; return {host: (cores, fits at once)}."""
+    """Check the scheduler's and every worker's environment against this one; return {host: (cores, fits at once)}.
+
+    The scheduler unpickles the tasks too: one that cannot import `stages`
+    would only log it, and the search would wait forever.
+    """
     local = environment()
     try:
-        remote = client.run(environment)
-    except Exception as err:  # a worker that cannot import stages fails here, with its own traceback
+        scheduler, workers = client.run_on_scheduler(environment), client.run(environment)
+    except Exception as err:  # a process that cannot import stages fails here, with its own traceback
         raise ClusterError(
-            f"The workers of the Dask cluster at {address} ({source}) could not report their environment ({err!r}): "
-            "start them from a checkout of this project with its requirements.txt installed."
+            f"The Dask cluster at {address} ({source}) could not report its environment ({err!r}): "
+            "start its scheduler and workers in a checkout of this project's commit, with its requirements.txt "
+            "installed and the checkout on PYTHONPATH (`PYTHONPATH=$PWD .venv/bin/dask worker <address>`)."
         ) from None
-    if not remote:
+    if not workers:
         raise ClusterError(f"The Dask cluster at {address} ({source}) has no workers; start some (`dask worker {address}`).")
-    problems = [f"{worker}: {'; '.join(d)}" for worker, env in remote.items() if (d := environment_differences(local, env))]
+    checked = {"the scheduler": scheduler, **workers}
+    problems = [f"{name}: {'; '.join(d)}" for name, env in checked.items() if (d := environment_differences(local, env))]
     if problems:
         raise ClusterError(
-            f"Dask workers at {address} ({source}) would not fit what this stage fits: " + " | ".join(problems[:3]) + "."
+            f"The Dask cluster at {address} ({source}) would not fit what this stage fits: " + " | ".join(problems[:3]) + "."
         )
     nthreads = client.nthreads()
     machines: dict[str, tuple[int, int]] = {}
-    for worker, env in remote.items():
+    for worker, env in workers.items():
         cores, fits = machines.get(env["host"], (env["cores"], 0))
         machines[env["host"]] = (max(cores, env["cores"]), fits + nthreads[worker])
     return machines
