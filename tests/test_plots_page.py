@@ -290,7 +290,7 @@ def test_plots_show_and_diff_draw_every_plot_offline(browser, project, tmp_path)
     from dvc_render.html import PAGE_HTML
 
     default.write_text(PAGE_HTML)
-    small = "plots/lstm_text_generation/nietzsche/figures/loss.csv"
+    small = "plots/compare/stateful_lstm/table.csv"
     run(["dvc", "plots", "show", small, "--html-template", str(default), "-o", "cdn"], project)
     cdn, problems = browser.open(project / "cdn" / "index.html", {html_id(small)}, still=1.0)
     assert html_id(small) in cdn and not any(plot["marks"] for plot in cdn.values())
