@@ -89,13 +89,7 @@ def write_imdb(folder: Path, n: int = 200, vocab: int = 300, seed: int = 0) -> l
             rows.append([int(w) for w in np.concatenate([common, noise])])
         return _object_array(rows), y
 
-    x_train, y_train = split(n)
-    x_test, y_test = split(n // 2)
-    npz = folder / "imdb.npz"
-    np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    index = folder / "imdb_word_index.json"
-    index.write_text(json.dumps({f"word{i}": i for i in range(1, vocab)}))
-    return [npz, index]
+    return _save_imdb(folder, split, n, {f"word{i}": i for i in range(1, vocab)})
 
 
 def write_imdb_word_order(
@@ -124,12 +118,16 @@ def write_imdb_word_order(
             rows.append(words)
         return _object_array(rows), y
 
+    return _save_imdb(folder, split, n, {"not": 1, "bad": 2, **{f"word{i}": i for i in range(3, filler + 3)}})
+
+
+def _save_imdb(folder: Path, split, n: int, words: dict[str, int]) -> list[Path]:
+    """imdb.npz (n training reviews from split(n), n // 2 test reviews) and its word index, as Keras ships them."""
     x_train, y_train = split(n)
     x_test, y_test = split(n // 2)
     npz = folder / "imdb.npz"
     np.savez(npz, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     index = folder / "imdb_word_index.json"
-    words = {"not": 1, "bad": 2, **{f"word{i}": i for i in range(3, filler + 3)}}
     index.write_text(json.dumps(words))
     return [npz, index]
 
