@@ -1,6 +1,6 @@
 """`python -m stages <step> <example>`: the one entry point dvc.yaml calls.
 
-Steps: download (takes a dataset), preprocess, train, evaluate, plot (take an
+Steps: download and synthesize (take a dataset), preprocess, train, evaluate, plot (take an
 example and `--variant`). `repro` runs the whole pipeline with
 `dvc repro --keep-going` and prints what ran, what was skipped and why.
 Example modules may add commands of their own (e.g. `generate`).
@@ -129,6 +129,12 @@ def build_parser(examples: list[str], with_example_commands: bool = True) -> arg
     p.add_argument(
         "dataset", metavar="<dataset>", help="a module of stages/datasets/: nietzsche, mnist, fashion_mnist, imdb, reuters"
     )
+    p = sub.add_parser(
+        "synthesize", help="make a synthetic dataset into data/raw/<dataset> from params.yaml's synthetic.<dataset>"
+    )
+    p.add_argument(
+        "dataset", metavar="<dataset>", help="a module of stages/datasets/ with synthesize: damped_cosine, imdb_standin"
+    )
     for step in STEPS:
         p = sub.add_parser(step, help=f"run the {step} step of an example")
         p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
@@ -153,13 +159,26 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # A pipeline step needs no example's own commands: building them would import
     # (and make the step run) example modules the step has nothing to do with.
-    builtin = bool(argv) and argv[0] in ("download", *STEPS, "compare", "repro", "summary", "check", "spread", "diff")
+    builtin = bool(argv) and argv[0] in (
+        "download",
+        "synthesize",
+        *STEPS,
+        "compare",
+        "repro",
+        "summary",
+        "check",
+        "spread",
+        "diff",
+    )
     args = build_parser(examples, with_example_commands=not builtin).parse_args(argv)
     if args.step in ("repro", "check"):
+        from stages.core.params import read_params
         from stages.core.run import check_all_params
+        from stages.datasets.synthetic import validate
 
         try:
             runs = check_all_params()
+            validate(read_params())
         except StageError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -181,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         except StageError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-    if args.step == "download":
-        stage = f"download@{args.dataset}"
+    if args.step in ("download", "synthesize"):
+        stage = f"{args.step}@{args.dataset}"
     elif args.step in STEPS:
         stage = f"{args.step}@{run_key(args.example, args.variant or _first_variant(args.example))}"
     elif args.step == "compare":
@@ -196,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
             sources = fetch(args.dataset, raw_dir(args.dataset))
             for name, source in sources.items():
                 print(f"{args.dataset}/{name}: verified, from {source}")
+        elif args.step == "synthesize":
+            from stages.datasets.synthetic import synthesize
+
+            shapes = synthesize(args.dataset)
+            print(f"{args.dataset}: {', '.join(f'{k} {v}' for k, v in shapes.items())}")
         elif args.step in STEPS:
             from stages.core.run import check_inputs, make_run
 

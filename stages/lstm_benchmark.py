@@ -24,8 +24,10 @@ Differences from the original:
   and evaluating `jit` twice on the same data gave byte-identical metrics,
   curves and weights (2 CPU cores).
 * `preprocess.dataset: standin` replaces IMDB by random reviews of the same
-  shape (25,000 x 80 ids below num_words, labels random, seeded), for the
+  shape (25,000 x 80 ids below 20,000, labels random, seeded), for the
   timings where imdb.npz cannot be had; metrics, table and figure say so.
+  They are a dataset of their own: synthesize@imdb_standin makes them from
+  params.yaml's `synthetic.imdb_standin` (stages/datasets/imdb_standin.py).
 * Sized for two CPU cores: `preprocess.train_samples` and `test_samples` keep
   the first N reviews of each (shuffled) split; validation after each epoch
   and evaluate use the same test subset. See params.yaml for the full cost.
@@ -52,7 +54,6 @@ from stages.core.params import ExampleParams, Section
 from stages.core.run import Comparison, Run
 from stages.core.sequences import pad
 
-STANDIN_REVIEWS = 25_000  # per split, as IMDB's
 PANELS = {"loss": "binary cross-entropy (nats, log scale)", "accuracy": "accuracy"}  # training.png: y label per metric
 TIMINGS = "timings.json"  # in the run's training folder: wall-clock facts, not metrics
 IMPLEMENTATIONS = ("standard", "unrolled", "cell_loop", "jit", "cudnn")
@@ -103,21 +104,18 @@ class Params(ExampleParams):
         return self
 
 
-def dataset(params: Params) -> str | None:
-    """data/raw/imdb for the real reviews; the stand-in reads nothing."""
-    return "imdb" if params.preprocess.dataset == "imdb" else None
+def dataset(params: Params) -> str:
+    """data/raw/imdb for the real reviews; data/raw/imdb_standin (synthesize@imdb_standin) for the stand-in."""
+    return "imdb" if params.preprocess.dataset == "imdb" else "imdb_standin"
 
 
 # --- pure functions ----------------------------------------------------------
 
 
-def standin(seed: int, n: int, maxlen: int, num_words: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Random reviews of IMDB's padded shape: {split: ((n, maxlen) int32 ids in [1, num_words), (n,) uint8 labels)}."""
-    rng = np.random.default_rng(seed)
-    return {
-        split: (rng.integers(1, num_words, size=(n, maxlen), dtype=np.int32), rng.integers(0, 2, size=n, dtype=np.uint8))
-        for split in ("train", "test")
-    }
+def fit_reviews(x: np.ndarray, num_words: int, maxlen: int) -> np.ndarray:
+    """Rectangular (N, L) ids as IMDB's are made: ids from num_words on become 2 (out of vocabulary), then pad() to maxlen."""
+    x = np.where(x >= num_words, 2, x).astype(np.int32)
+    return pad(x.reshape(-1), np.arange(len(x) + 1, dtype=np.int64) * x.shape[1], maxlen)
 
 
 def score(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -230,7 +228,9 @@ def preprocess(run: Run) -> None:
             name: (pad(ids, offsets, p.maxlen), labels) for name, (ids, offsets, labels) in load(run.raw, p.num_words).items()
         }
     else:
-        splits = standin(run.seed, STANDIN_REVIEWS, p.maxlen, p.num_words)
+        from stages.datasets.imdb_standin import load
+
+        splits = {name: (fit_reviews(x, p.num_words, p.maxlen), y) for name, (x, y) in load(run.raw).items()}
     arrays, sizes = {}, {}
     for name, wanted in (("train", p.train_samples), ("test", p.test_samples)):
         x, y = splits[name]
@@ -252,13 +252,9 @@ def train(run: Run) -> None:
     build = build_args(p, meta["num_words"], meta["maxlen"])
     if p.implementation == "cudnn" and not gpu_present():
         info = {"applicable": False, "reason": "use_cudnn=True needs a GPU; this machine has none"}
-        with atomic_dir(run.paths.model) as out:
-            write_json(out / MODEL, {"build": build, "info": info})
+        training.save_trained(None, run, build, info)  # model.json alone: evaluate, plot and compare say why
         with atomic_dir(run.paths.training) as out:
             write_json(out / TIMINGS, info)
-        from stages.checkpoints import ResumableCheckpoint
-
-        ResumableCheckpoint(run.paths.checkpoints).clear()  # a GPU machine's interrupted run leaves nothing to resume here
         print(f"{run.paths.key}: not applicable ({info['reason']})")
         return
     import keras

@@ -10,6 +10,10 @@ lahead = 1, 20 and 5000.
 Differences from the original:
 * The three lahead values run as three variants (one cached pipeline each)
   instead of one edited constant.
+* The series is a dataset of its own, made from params.yaml's
+  `synthetic.damped_cosine` by synthesize@damped_cosine into
+  data/raw/damped_cosine (stages/datasets/damped_cosine.py); the three runs
+  read it as others read a download, and a new lahead does not remake it.
 * Targets are computed with a cumulative sum instead of a Python loop; the
   last `lahead` rows, which have no future, are 0 as in the original.
 * evaluate adds numbers the original never printed: MSE and MAE against the
@@ -34,7 +38,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import Field
 
 from stages.core.errors import ParamsError
 from stages.core.files import atomic_dir, load_array, read_json, save_arrays, write_csv, write_json
@@ -47,13 +51,10 @@ if TYPE_CHECKING:
     import keras
 
 N_PARAMS = 30_651  # trainable parameters of the original model
+SERIES_KEY = "synthetic.damped_cosine"  # params.yaml: the series' settings (stages/datasets/damped_cosine.py)
 
 
 class Preprocess(Section):
-    n_points: int = Field(ge=2, description="length of the series")
-    amplitude: float = Field(gt=0)
-    period: float = Field(gt=0, description="points per cosine period")
-    damping: float = Field(ge=0, description="k in exp(-k i)")
     lahead: int = Field(ge=1, description="target = mean of the next lahead values")
 
 
@@ -84,35 +85,13 @@ class Params(ExampleParams):
     evaluate: Evaluate
     plot: Plot
 
-    @model_validator(mode="after")
-    def _check_across_steps(self, info: ValidationInfo) -> Params:
-        """Values valid alone that make no sense together, caught before any step works."""
-        key = self.key_namer(info)
-        n, lahead, batch = self.preprocess.n_points, self.preprocess.lahead, self.train.batch_size
-        if lahead >= n:
-            raise ParamsError(
-                f"'{key('preprocess', 'lahead')}' = {lahead} must be less than "
-                f"'{key('preprocess', 'n_points')}' = {n}: every target would be a 0 placeholder with no "
-                f"future behind it (and nothing left to score); use a lahead below {n}, or more points."
-            )
-        if n % batch:
-            nearest = " or ".join(str(v) for v in (n - n % batch, n - n % batch + batch) if v > lahead)
-            raise ParamsError(
-                f"'{key('train', 'batch_size')}' = {batch} must divide '{key('preprocess', 'n_points')}' = {n}: "
-                "a stateful LSTM needs whole batches so that row k of each batch continues row k of the one "
-                f"before (the nearest n_points that fit: {nearest})."
-            )
-        return self
+
+def dataset(params: Params) -> str:
+    """The series is made by synthesize@damped_cosine (params.yaml's synthetic.damped_cosine), not downloaded."""
+    return "damped_cosine"
 
 
 # --- pure functions ----------------------------------------------------------
-
-
-def damped_cosine(n_points: int, amplitude: float, period: float, damping: float) -> np.ndarray:
-    """(n_points, 1, 1) float32: amplitude * cos(2 pi i / period) * exp(-damping i)."""
-    i = np.arange(n_points, dtype=np.float64)
-    values = amplitude * np.cos(2 * np.pi * i / period) * np.exp(-damping * i)
-    return values.astype(np.float32).reshape(n_points, 1, 1)
 
 
 def lahead_targets(series: np.ndarray, lahead: int) -> np.ndarray:
@@ -159,6 +138,17 @@ def row_order(n: int, rows: int, layout: str) -> np.ndarray:
     return (np.arange(length)[:, None] + length * np.arange(rows)[None, :]).reshape(-1)
 
 
+def check_whole_batches(n: int, batch: int, key: str) -> None:
+    """A stateful LSTM needs whole batches: row k of each batch continues row k of the one before."""
+    if n % batch:
+        nearest = " or ".join(str(v) for v in (n - n % batch, n - n % batch + batch) if v > 0)
+        raise ParamsError(
+            f"'{key}' = {batch} must divide the series' {n} points ('{SERIES_KEY}.n_points'): a stateful LSTM "
+            f"needs whole batches so that row k of each batch continues row k of the one before (the nearest "
+            f"n_points that fit: {nearest})."
+        )
+
+
 def build_model(batch_size: int, learning_rate: float, decay_steps: int = 0) -> keras.Model:
     """LSTM(50, stateful, return_sequences) -> LSTM(50, stateful) -> Dense(1), input (batch, 1, 1).
 
@@ -184,13 +174,21 @@ def build_model(batch_size: int, learning_rate: float, decay_steps: int = 0) -> 
 
 
 def preprocess(run: Run) -> None:
-    """Generate the series and its lahead targets."""
+    """The series (synthesize@damped_cosine's) and its lahead targets."""
+    from stages.datasets import damped_cosine
+
     p = run.params
-    series = damped_cosine(p.n_points, p.amplitude, p.period, p.damping)
+    series = damped_cosine.load(run.raw)
+    if p.lahead >= len(series):
+        raise ParamsError(
+            f"'{run.param_key('lahead')}' = {p.lahead} must be less than the series' {len(series)} points "
+            f"('{SERIES_KEY}.n_points'): every target would be a 0 placeholder with no future behind it "
+            "(and nothing left to score); use a smaller lahead, or more points."
+        )
     targets = lahead_targets(series, p.lahead)
     with atomic_dir(run.paths.processed) as out:
         save_arrays(out, {"x": series, "y": targets})
-        write_json(out / META, {"n_points": p.n_points, "lahead": p.lahead, "x": "(N, 1, 1) float32", "y": "(N, 1) float32"})
+        write_json(out / META, {"n_points": len(series), "lahead": p.lahead, "x": "(N, 1, 1) float32", "y": "(N, 1) float32"})
     print(f"series {series.shape}, targets {targets.shape}, lahead {p.lahead}")
 
 
@@ -201,6 +199,7 @@ def train(run: Run) -> None:
     with training.train_guard(run):
         p = run.params
         x, y = load_array(run.paths.processed, "x"), load_array(run.paths.processed, "y")
+        check_whole_batches(len(x), p.batch_size, run.param_key("batch_size"))
         order = row_order(len(x), p.batch_size, p.state_rows)
         x, y = x[order], y[order]
         training.seed_everything(run.seed)

@@ -266,12 +266,15 @@ def save_trained(model, run, build: dict[str, Any], info: dict[str, Any] | None 
     The folder holds the weights (layout.WEIGHTS) and layout.MODEL: {"build":
     the keyword arguments of the example's build_model, "info": facts worth
     recording, such as the parameter count}. `load_trained` reads it back. The
-    checkpoint goes only once the model is in place.
+    checkpoint goes only once the model is in place. `model` None is a run that
+    trains nothing here (lstm_benchmark's cudnn without a GPU): model.json alone,
+    and no resume state of another machine's run is left behind.
     """
     from stages.checkpoints import ResumableCheckpoint
 
     with atomic_dir(run.paths.model) as out:
-        save_model_weights(model, out)
+        if model is not None:
+            save_model_weights(model, out)
         write_json(out / MODEL, {"build": build, "info": info or {}})
     ResumableCheckpoint(run.paths.checkpoints).clear()
 

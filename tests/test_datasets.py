@@ -70,8 +70,9 @@ def remote_for(mirror: Path, dataset: str, name: str, algorithm: str = "sha256")
 
 
 def test_dataset_modules_are_found_by_file_name():
-    assert fetch.known_datasets() == ["fashion_mnist", "imdb", "mnist", "nietzsche", "reuters"]
-    sizes = {f.name: f.size for d in fetch.known_datasets() for f in fetch.remote_files(d)}
+    assert fetch.known_datasets() == ["damped_cosine", "fashion_mnist", "imdb", "imdb_standin", "mnist", "nietzsche", "reuters"]
+    downloaded = [d for d in fetch.known_datasets() if d not in ("damped_cosine", "imdb_standin")]  # synthetic: made
+    sizes = {f.name: f.size for d in downloaded for f in fetch.remote_files(d)}
     assert sizes["nietzsche.txt"] == 600901 and sizes["train-images-idx3-ubyte.gz"] == 26421880
     assert sizes["mnist.npz"] == 11490434 and sizes["reuters_word_index.json"] == 550378
     assert fetch.remote_files("imdb") == imdb.FILES
@@ -85,7 +86,8 @@ def test_package_init_holds_only_a_docstring():
 
 def test_unknown_dataset_is_an_error(tmp_path):
     with pytest.raises(
-        DatasetError, match="unknown dataset 'mnsit'; known datasets: fashion_mnist, imdb, mnist, nietzsche, reuters"
+        DatasetError,
+        match="unknown dataset 'mnsit'; known datasets: damped_cosine, fashion_mnist, imdb, imdb_standin, mnist, nietzsche, reuters",
     ):
         fetch.fetch("mnsit", tmp_path)
 

@@ -140,7 +140,7 @@ def _validate_text(tmp_path, data: dict, example: str, model) -> dict:
     [
         ("stateful_lstm", stateful_lstm.Params, "train", "epochs", True, "'stateful_lstm.train.epochs' = True"),
         ("stateful_lstm", stateful_lstm.Params, "train", "learning_rate", True, "'stateful_lstm.train.learning_rate' = True"),
-        ("stateful_lstm", stateful_lstm.Params, "preprocess", "n_points", 6000.0, "'stateful_lstm.preprocess.n_points' = 6000.0"),
+        ("stateful_lstm", stateful_lstm.Params, "preprocess", "lahead", 20.0, "'stateful_lstm.preprocess.lahead' = 20.0"),
         (
             "lstm_text_generation",
             lstm_text_generation.Params,
@@ -204,37 +204,6 @@ def test_a_float_as_dvc_writes_it_is_a_number(tmp_path):
         and yaml.safe_load(path.read_text())["stateful_lstm"]["train"]["learning_rate"] == "1e-06"
     )
     assert validate_example(read_params(path), "stateful_lstm", stateful_lstm.Params)["lahead1"].train.learning_rate == 1e-6
-
-
-@pytest.mark.parametrize(
-    "lahead, message",
-    [
-        (
-            7000,
-            "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 7000 must be less than "
-            "'stateful_lstm.preprocess.n_points' = 6000",
-        ),
-        (
-            6000,
-            "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 6000 must be less than "
-            "'stateful_lstm.preprocess.n_points' = 6000",
-        ),
-    ],
-)
-def test_stateful_lahead_must_leave_points_to_score(lahead, message):
-    data = _params_with("stateful_lstm", "preprocess", "lahead", lahead, variant="lahead5000")
-    data["stateful_lstm"]["preprocess"]["n_points"] = 6000  # merged under the variant's lahead
-    with pytest.raises(ParamsError, match=r"with variant 'lahead5000' applied: " + re.escape(message)):
-        validate_example(data, "stateful_lstm", stateful_lstm.Params)
-
-
-def test_stateful_batch_size_must_divide_the_series():
-    data = _params_with("stateful_lstm", "train", "batch_size", 30)
-    with pytest.raises(
-        ParamsError,
-        match=re.escape("'stateful_lstm.train.batch_size' = 30 must divide 'stateful_lstm.preprocess.n_points' = 50000"),
-    ):
-        validate_example(data, "stateful_lstm", stateful_lstm.Params)
 
 
 def test_text_temperatures_must_be_positive():
@@ -329,8 +298,8 @@ def test_every_variant_needs_its_run_and_the_message_gives_the_line(tmp_path):
     message = _check_all(tmp_path, lambda d: d["runs"].pop("stateful_lstm-lahead20"))
     assert "variant 'stateful_lstm.variants.lahead20' has no run" in message
     assert (
-        "`stateful_lstm-lahead20: {example: stateful_lstm, variant: lahead20, source: stages/stateful_lstm.py, "
-        "loader: stages/stateful_lstm.py}`" in message
+        "`stateful_lstm-lahead20: {example: stateful_lstm, variant: lahead20, source: data/raw/damped_cosine, "
+        "loader: stages/datasets/damped_cosine.py}`" in message
     )
 
 

@@ -130,7 +130,7 @@ def test_compare_puts_every_variant_side_by_side_and_a_new_variant_reruns_only_i
     assert (built_copy / "plots/compare/stateful_lstm/predictions.png").stat().st_size > 10_000
 
     set_param(built_copy, "stateful_lstm.variants.lahead2", {"preprocess": {"lahead": 2}})
-    add_run(built_copy, "stateful_lstm", "lahead2", "stages/stateful_lstm.py", "stages/stateful_lstm.py")
+    add_run(built_copy, "stateful_lstm", "lahead2", "data/raw/damped_cosine", "stages/datasets/damped_cosine.py")
     out = run(["dvc", "repro", "--keep-going"], built_copy, check=False)
     assert ran_stages(out.stdout) - UNAVAILABLE == {f"{s}@stateful_lstm-lahead2" for s in STEPS} | {"compare@stateful_lstm"}
     variants = [row.split(",")[0] for row in (built_copy / "plots/compare/stateful_lstm/table.csv").read_text().splitlines()[1:]]
@@ -191,7 +191,18 @@ def test_repro_summary_reports_missing_data_and_keeps_going(built_copy):
 def test_cli_help_lists_examples_and_steps():
     out = run(["python", "-m", "stages", "--help"], ROOT).stdout
     commands = re.findall(r"^    (\w+)", out, flags=re.M)
-    assert commands[:9] == ["download", "preprocess", "train", "evaluate", "plot", "compare", "repro", "summary", "check"]
+    assert commands[:10] == [
+        "download",
+        "synthesize",
+        "preprocess",
+        "train",
+        "evaluate",
+        "plot",
+        "compare",
+        "repro",
+        "summary",
+        "check",
+    ]
     assert f"examples: {', '.join(discover_examples())}\n" in out
     assert discover_examples() == [
         "imdb_fasttext",

@@ -11,16 +11,12 @@ import pytest
 from stages import stateful_lstm as sl
 from stages.core.layout import MODEL, WEIGHTS, Layout
 from stages.core.metrics import regression_metrics
+from stages.datasets import damped_cosine
 
 
-def test_damped_cosine_values_and_shape():
-    series = sl.damped_cosine(50_000, 100.0, 1000.0, 1e-4)
-    assert series.shape == (50_000, 1, 1) and series.dtype == np.float32
-    assert series[0, 0, 0] == pytest.approx(100.0)
-    assert series[500, 0, 0] == pytest.approx(-100 * np.exp(-0.05), rel=1e-6)  # half a period
-    assert series[1000, 0, 0] == pytest.approx(100 * np.exp(-0.1), rel=1e-6)
-    i = np.arange(0, 50_000, 777)
-    np.testing.assert_allclose(series[i, 0, 0], 100 * np.cos(2 * np.pi * i / 1000) * np.exp(-1e-4 * i), rtol=1e-5, atol=1e-4)
+def series_of(n_points: int, amplitude: float, period: float, damping: float) -> np.ndarray:
+    params = damped_cosine.Params(n_points=n_points, amplitude=amplitude, period=period, damping=damping)
+    return damped_cosine.synthesize(params)["series"]
 
 
 def loop_targets(series: np.ndarray, lahead: int) -> np.ndarray:
@@ -33,14 +29,14 @@ def loop_targets(series: np.ndarray, lahead: int) -> np.ndarray:
 
 @pytest.mark.parametrize("lahead", [1, 3, 20, 499, 500, 700])
 def test_lahead_targets_equal_the_definition(lahead):
-    series = sl.damped_cosine(500, 100.0, 37.0, 1e-3)
+    series = series_of(500, 100.0, 37.0, 1e-3)
     targets = sl.lahead_targets(series, lahead)
     assert targets.shape == (500, 1) and targets.dtype == np.float32
     np.testing.assert_allclose(targets, loop_targets(series.astype(np.float64), lahead), rtol=1e-5, atol=1e-4)
 
 
 def test_lahead_one_is_the_next_value_and_tail_is_zero():
-    series = sl.damped_cosine(100, 1.0, 10.0, 0.0)
+    series = series_of(100, 1.0, 10.0, 0.0)
     targets = sl.lahead_targets(series, 1)
     np.testing.assert_allclose(targets[:-1, 0], series[1:, 0, 0], atol=1e-6)
     assert targets[-1, 0] == 0.0

@@ -59,7 +59,7 @@ def stages_cmd(*args: str) -> list[str]:
 
 def tiny(project: Path, n_points: int = 1000, epochs: int = EPOCHS) -> None:
     """An epoch of 40 batches of 25: well under a second."""
-    set_param(project, "stateful_lstm.preprocess.n_points", n_points)
+    set_param(project, "synthetic.damped_cosine.n_points", n_points)
     set_param(project, "stateful_lstm.variants.lahead5000", {"preprocess": {"lahead": n_points // 2}})  # lahead < n_points
     set_param(project, "stateful_lstm.train.batch_size", 25)
     set_param(project, "stateful_lstm.train.epochs", epochs)
@@ -125,6 +125,7 @@ def interrupted(tmp_path_factory) -> Interrupted:
     tiny(project)
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tiny copy")
+    run(stages_cmd("synthesize", "damped_cosine"), project)
     run(stages_cmd(*PREPROCESS), project)
     run(stages_cmd(*TRAIN), project)
     reference = shutil.copytree(project / PATHS.model, root / "reference")
@@ -223,7 +224,8 @@ def test_fewer_epochs_than_the_checkpoint_discards_it(killed, interrupted, capsy
 
 
 def test_changed_input_data_discards_the_checkpoint(killed, capsys):
-    set_param(killed, "stateful_lstm.preprocess.amplitude", 50.0)
+    set_param(killed, "synthetic.damped_cosine.amplitude", 50.0)
+    assert in_process(capsys, "synthesize", "damped_cosine")[0] == 0
     assert in_process(capsys, *PREPROCESS)[0] == 0
     code, out, err = in_process(capsys, *TRAIN)
     assert code == 0, err

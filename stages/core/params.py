@@ -35,7 +35,7 @@ from pydantic.fields import FieldInfo
 from stages.core.errors import ParamsError
 from stages.core.layout import STEPS
 
-TOP_LEVEL_KEYS = ("seed", "runs")  # runs: checked against the examples by stages/core/run.py
+TOP_LEVEL_KEYS = ("seed", "runs", "synthetic")  # runs: checked by stages/core/run.py; synthetic: stages/datasets/synthetic.py
 
 
 class Section(BaseModel):
@@ -232,6 +232,16 @@ def validate_top_level(data: dict[str, Any], examples: list[str], path: str = "p
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ParamsError(f"{path}: 'seed' = {seed!r} is invalid; expected an integer in [0, 2**32).")
     return seed
+
+
+def validate_section(values: Any, key: str, model: type[Section], path: str = "params.yaml") -> Section:
+    """One section that is not an example's (e.g. synthetic.damped_cosine), validated strictly; errors name its keys."""
+    if not isinstance(values, dict):
+        raise ParamsError(f"{path}: '{key}' must be a mapping of {', '.join(model.model_fields)}.")
+    try:
+        return model.model_validate(values)
+    except ValidationError as err:
+        raise ParamsError(f"{path}: {_format_errors(key, model, err)}.") from None
 
 
 def validate_example(

@@ -67,15 +67,19 @@ RUN_FIELDS = ("example", "variant", "source", "loader")
 def expected_source(example: str, module: ModuleType, steps: Any) -> tuple[str, str]:
     """(source, loader) that a run's entry in `runs` must name, as the example's params choose them.
 
-    A download: data/raw/<dataset> read by stages/datasets/<dataset>.py. A file of
-    the user's own (an example's `own_source`): that file, read by its loader.
-    Data the example generates: its own module, both times.
+    A dataset (downloaded by download@<dataset>, or made from params by
+    synthesize@<dataset>): data/raw/<dataset> read by stages/datasets/<dataset>.py.
+    A file of the user's own (an example's `own_source`): that file, read by its loader.
     """
-    name = module.dataset(steps) if hasattr(module, "dataset") else None
+    name = module.dataset(steps)
     if name:
         return str(raw_dir(name)), f"stages/datasets/{name}.py"
     own = module.own_source(steps) if hasattr(module, "own_source") else None
-    return own or (f"stages/{example}.py", f"stages/{example}.py")
+    if own is None:
+        raise StageError(
+            f"stages/{example}.py: dataset() names no dataset and the module has no own_source(): a run reads nothing."
+        )
+    return own
 
 
 def check_run_entry(data: dict[str, Any], example: str, variant: str, steps: Any, module: ModuleType, path: str) -> None:
@@ -137,7 +141,7 @@ def make_run(example: str, variant: str | None, step: str, params_file: str = "p
     module = load_example(example)
     params = load_run_params(example, variant, module.Params, discover_examples(params_file), params_file)
     check_run_entry(read_params(params_file), example, params.variant, params.steps, module, params_file)
-    dataset = module.dataset(params.steps) if step == "preprocess" and hasattr(module, "dataset") else None
+    dataset = module.dataset(params.steps) if step == "preprocess" else None
     return module, Run(
         example=example,
         variant=params.variant,

@@ -54,7 +54,7 @@ CHUNK = 1 << 20
 PROGRESS_MIN_BYTES = 4 << 20
 
 PACKAGE = Path(__file__).parent
-NOT_DATASETS = frozenset({"__init__", "fetch", "text_file"})  # not datasets (text_file reads a project file)
+NOT_DATASETS = frozenset({"__init__", "fetch", "synthetic", "text_file"})  # not datasets (text_file reads a project file)
 
 
 # --- the datasets -------------------------------------------------------------
@@ -71,6 +71,11 @@ def remote_files(dataset: str) -> tuple[RemoteFile, ...]:
     if dataset not in known:
         raise DatasetError(f"unknown dataset '{dataset}'; known datasets: {', '.join(known)}.")
     module = importlib.import_module(f"stages.datasets.{dataset}")
+    if hasattr(module, "synthesize"):
+        raise DatasetError(
+            f"'{dataset}' is made from params.yaml's synthetic.{dataset}, not downloaded: "
+            f"`dvc repro synthesize@{dataset}` (or `python -m stages synthesize {dataset}`)."
+        )
     files = getattr(module, "FILES", None)
     if not files or not all(isinstance(f, RemoteFile) for f in files):
         raise DatasetError(f"stages/datasets/{dataset}.py must declare FILES, a non-empty tuple of RemoteFile.")
