@@ -26,14 +26,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from stages import lstm_text_generation as ltg  # noqa: E402
+from stages.core.sequences import char_table, encode, one_hot_fn, window_starts, windows  # noqa: E402
 
 MAXLEN, STEP = 40, 3
 
 
 def compact(text: str) -> dict[str, np.ndarray]:
-    chars = ltg.char_table(text)
-    idx = ltg.encode(text, chars)
-    return {"text": idx, "starts": ltg.window_starts(0, len(text), MAXLEN, STEP)}
+    chars = char_table(text)
+    idx = encode(text, chars)
+    return {"text": idx, "starts": window_starts(0, len(text), MAXLEN, STEP)}
 
 
 def original(text: str) -> dict[str, np.ndarray]:
@@ -87,14 +88,14 @@ def main() -> None:
     t_new, peak_new, bytes_new, new = measure(compact, text)
     t_old, peak_old, bytes_old, old = measure(original, text)
     vocab = old["x"].shape[2]
-    x, y = ltg.windows(new["text"], new["starts"], MAXLEN)
+    x, y = windows(new["text"], new["starts"], MAXLEN)
     assert np.array_equal(old["x"].argmax(-1), x) and np.array_equal(old["y"].argmax(-1), y), "approaches disagree"
 
     import tensorflow as tf
 
     from stages import training
 
-    to_one_hot = ltg.one_hot_fn(new["text"], MAXLEN, vocab)
+    to_one_hot = one_hot_fn(new["text"], MAXLEN, vocab)
     n = args.batch_size * (args.steps + 10)
     starts = new["starts"][:n]
     x_old, y_old = old["x"][:n], old["y"][:n]

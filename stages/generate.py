@@ -16,6 +16,7 @@ import numpy as np
 
 from stages import lstm_text_generation as ltg
 from stages.core.errors import InputError, ParamsError
+from stages.core.sequences import decode, encode, generate, predictor
 
 
 def seed_window(seed_text: str, chars: list[str], maxlen: int, lowercase: bool) -> np.ndarray:
@@ -29,7 +30,7 @@ def seed_window(seed_text: str, chars: list[str], maxlen: int, lowercase: bool) 
             "use only characters of the corpus (see chars.json in data/processed/<run>)."
         )
     pad = " " if " " in chars else chars[0]
-    return ltg.encode(seed_text[-maxlen:].rjust(maxlen, pad), chars)
+    return encode(seed_text[-maxlen:].rjust(maxlen, pad), chars)
 
 
 def _generate_command(args: argparse.Namespace) -> None:
@@ -47,8 +48,8 @@ def _generate_command(args: argparse.Namespace) -> None:
     model, _ = load_trained(run, ltg.build_model)
     window = seed_window(args.seed_text, chars, meta["maxlen"], meta["lowercase"])
     rng = np.random.default_rng(run.seed if args.seed is None else args.seed)
-    (out,) = ltg.generate(ltg.predictor(model), window, args.length, [args.temperature], len(chars), rng)
-    sys.stdout.write(args.seed_text + ltg.decode(out, chars) + "\n")
+    (out,) = generate(predictor(model), window, args.length, [args.temperature], len(chars), rng)
+    sys.stdout.write(args.seed_text + decode(out, chars) + "\n")
 
 
 def add_generate_command(subparsers: argparse._SubParsersAction) -> None:

@@ -1,4 +1,7 @@
-"""lstm_text_generation: windows, character table, sampling, scoring, corpus errors, tiny training, and real dvc repros."""
+"""lstm_text_generation: hold-out, chars.json, seeded samples, scoring, corpus errors, tiny training, and real dvc repros.
+
+The token-sequence helpers it uses (character table, windows, sampler): tests/test_sequences.py.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from stages.core.files import read_json, write_json
 from stages.core.layout import Layout
 from stages.core.params import validate_example
 from stages.core.run import Run, make_run
+from stages.core.sequences import char_table, decode, encode, one_hot_fn, window_starts
 
 from conftest import ROOT, SHARED_DATASETS, add_run, assert_code_deps_match_imports, run, set_param
 
@@ -38,46 +42,28 @@ def fake_predict(vocab: int):
     return predict
 
 
-@pytest.mark.parametrize("text", [ENGLISH, CHINESE], ids=["english", "chinese"])
-@pytest.mark.parametrize("maxlen,step", [(40, 3), (5, 1), (7, 4)])
-def test_windows_equal_the_definition(text, maxlen, step):
-    chars = ltg.char_table(text)
-    idx = ltg.encode(text, chars)
-    starts = ltg.window_starts(0, len(text), maxlen, step)
-    assert list(starts) == list(range(0, len(text) - maxlen, step))
-    x, y = ltg.windows(idx, starts, maxlen)
-    for k in list(range(5)) + [len(starts) - 1]:
-        i = k * step
-        assert ltg.decode(x[k], chars) == text[i : i + maxlen]
-        assert chars[y[k]] == text[i + maxlen]
-    assert x.dtype == idx.dtype and x.shape == (len(starts), maxlen)
-
-
 def test_holdout_windows_do_not_cross_the_boundary():
     n, maxlen, step = len(ENGLISH), 40, 3
     split = ltg.split_point(n, 0.05)
-    train, val = ltg.window_starts(0, split, maxlen, step), ltg.window_starts(split, n, maxlen, step)
+    train, val = window_starts(0, split, maxlen, step), window_starts(split, n, maxlen, step)
     assert train.max() + maxlen < split and val.min() == split and val.max() + maxlen < n
-    assert list(ltg.window_starts(0, n, maxlen, step)) == list(range(0, n - maxlen, step))
+    assert list(window_starts(0, n, maxlen, step)) == list(range(0, n - maxlen, step))
 
 
 def test_character_table_round_trips_through_json(tmp_path):
     for text, dtype in [(ENGLISH, np.uint8), (CHINESE, np.uint16)]:
-        chars = ltg.char_table(text)
+        chars = char_table(text)
         write_json(tmp_path / "chars.json", {"chars": chars})
         assert "\\u" not in (tmp_path / "chars.json").read_text(encoding="utf-8")  # readable, not escaped
         loaded = read_json(tmp_path / "chars.json")["chars"]
         assert loaded == chars
-        idx = ltg.encode(text, loaded)
-        assert idx.dtype == dtype and ltg.decode(idx, loaded) == text
+        idx = encode(text, loaded)
+        assert idx.dtype == dtype and decode(idx, loaded) == text
 
 
-def test_low_temperature_is_argmax_and_samples_repeat():
-    probs = RNG.dirichlet(np.ones(30), size=50)
-    rng = np.random.default_rng(1)
-    assert all(ltg.sample_index(p, 1e-3, rng) == p.argmax() for p in probs)
-    chars = ltg.char_table(ENGLISH)
-    idx = ltg.encode(ENGLISH, chars)
+def test_epoch_samples_repeat():
+    chars = char_table(ENGLISH)
+    idx = encode(ENGLISH, chars)
     predict = fake_predict(len(chars))
     a = ltg.epoch_samples(predict, idx, chars, 10, 50, [0.2, 1.2], seed=7, epoch=3)
     b = ltg.epoch_samples(predict, idx, chars, 10, 50, [0.2, 1.2], seed=7, epoch=3)
@@ -126,11 +112,11 @@ def test_tiny_model_loss_falls():
 
     training.seed_everything(0)
     text = ENGLISH[:800]
-    chars = ltg.char_table(text)
-    idx = ltg.encode(text, chars)
-    starts = ltg.window_starts(0, len(text), 10, 2)
+    chars = char_table(text)
+    idx = encode(text, chars)
+    starts = window_starts(0, len(text), 10, 2)
     model = ltg.build_model(10, len(chars), 32, 0.01)
-    data, steps = training.batches([starts], 64, seed=0, epochs=4, map_fn=ltg.one_hot_fn(idx, 10, len(chars)))
+    data, steps = training.batches([starts], 64, seed=0, epochs=4, map_fn=one_hot_fn(idx, 10, len(chars)))
     assert model.input_shape == (None, 10, len(chars))
     losses = model.fit(data, epochs=4, steps_per_epoch=steps, verbose=0).history["loss"]
     assert losses[-1] < 0.8 * losses[0]
@@ -197,8 +183,8 @@ def test_dvc_repro_on_nietzsche(project):
 def test_samples_survive_a_resume(tmp_path, monkeypatch):
     """A resumed run keeps the epochs sampled before the interruption and redoes the cut-short one."""
     monkeypatch.chdir(tmp_path)
-    chars = ltg.char_table(ENGLISH)
-    idx = ltg.encode(ENGLISH, chars)
+    chars = char_table(ENGLISH)
+    idx = encode(ENGLISH, chars)
     params = ltg.Train(units=8, batch_size=16, epochs=3, learning_rate=0.01, sample_length=12, temperatures=[0.5])
     run_ = Run("lstm_text_generation", "t", "train", params, Layout("lstm_text_generation-t"), _seed=3)
     store = run_.paths.checkpoints / "samples.json"
@@ -220,8 +206,8 @@ def test_plot_reads_the_dvclive_losses_and_renders_the_final_samples(tmp_path, m
     run_ = Run("lstm_text_generation", "t", "plot", ltg.Plot(dpi=20), Layout("lstm_text_generation-t"))
     (run_.paths.training / "plots" / "metrics").mkdir(parents=True)
     (run_.paths.training / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n0\t2.5\n1\t2.0312345678\n")
-    chars = ltg.char_table(ENGLISH)
-    final = dict(ltg.epoch_samples(fake_predict(len(chars)), ltg.encode(ENGLISH, chars), chars, 10, 12, [0.5], 3, 0), epoch=None)
+    chars = char_table(ENGLISH)
+    final = dict(ltg.epoch_samples(fake_predict(len(chars)), encode(ENGLISH, chars), chars, 10, 12, [0.5], 3, 0), epoch=None)
     write_json(run_.paths.predictions / "samples.json", final)
     ltg.plot(run_)
     assert (run_.paths.figures / "history.csv").read_text() == "epoch,loss\n1,2.5\n2,2.03123\n"
@@ -345,6 +331,6 @@ def test_real_nietzsche_counts():
     """The notes' numbers: 600,893 characters, 57 symbols lowercased, 200,285 windows before the hold-out."""
     text = (SHARED_DATASETS / "nietzsche" / "nietzsche.txt").read_bytes().decode("utf-8")
     assert len(text) == 600_893
-    assert len(ltg.char_table(text.lower())) == 57
-    assert len(ltg.window_starts(0, len(text), 40, 3)) == 200_285
-    assert len(ltg.char_table(text)) == 84  # the notes' shapes say 58
+    assert len(char_table(text.lower())) == 57
+    assert len(window_starts(0, len(text), 40, 3)) == 200_285
+    assert len(char_table(text)) == 84  # the notes' shapes say 58

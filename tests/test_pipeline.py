@@ -256,11 +256,6 @@ def test_a_killed_write_leaves_nothing_git_or_dvc_sees(built_copy):
     assert status == {}
 
 
-# Over the 400-line aim, each for a stated reason (issue 8 keeps them open):
-# lstm_text_generation keeps its sampler and per-epoch samples in one story (its `generate` command is apart, stages/generate.py).
-LONG_EXAMPLES = {"lstm_text_generation": 500}
-
-
 @pytest.mark.parametrize("example", discover_examples(ROOT / "params.yaml"))
 def test_example_modules_follow_the_shape(example):
     """The README's checklist: docstring, a Params model, four typed and documented steps, a module a reader can hold."""
@@ -274,7 +269,7 @@ def test_example_modules_follow_the_shape(example):
         assert ast.get_docstring(fn), f"{example}.{step} has no docstring"
         (arg,) = fn.args.args
         assert ast.unparse(arg.annotation) in ("Run", "Comparison"), f"{example}.{step}({arg.arg}) is not typed"
-    assert len(path.read_text().splitlines()) <= LONG_EXAMPLES.get(example, 400)
+    assert len(path.read_text().splitlines()) <= 400
 
 
 def test_shared_modules_stay_under_400_lines():
