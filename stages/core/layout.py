@@ -6,7 +6,7 @@ stage DVC resolves lists exactly these, so the code and the pipeline cannot drif
 apart.
 
 Layers, by example run (<run> = <example>-<variant>):
-    data/raw/<dataset>/                  download     (DVC cache)
+    data/raw/<dataset>/                  download or synthesize (DVC cache)
     data/processed/<run>/                preprocess   (DVC cache)
     models/<run>/                        train        (DVC cache)
     plots/<example>/<variant>/training/  train        (git: DVCLive per-epoch metrics)
