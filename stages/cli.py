@@ -108,6 +108,14 @@ def _add_spread_commands(subparsers: argparse._SubParsersAction, examples: list[
     p.add_argument("example", choices=examples, metavar="<example>", help=", ".join(examples))
     p.add_argument("--seeds", type=int, default=3, help="how many seeds (default 3)")
     p.add_argument("--jobs", type=int, default=1, help="queue workers (default 1; each trains with every core)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a params.yaml value for every seed's experiment, as `dvc exp run -S` (repeatable; recorded in the spread file)",
+    )
     p = subparsers.add_parser(
         "diff",
         help="dvc metrics diff, each change measured in seed standard deviations",

@@ -1,6 +1,6 @@
 """How much of a difference is noise: an example's metrics over several seeds, and a diff that uses them.
 
-`python -m stages spread <example> [--seeds 3] [--jobs 1]` queues one DVC
+`python -m stages spread <example> [--seeds 3] [--jobs 1] [--set KEY=VALUE ...]` queues one DVC
 experiment per seed (params.yaml's `seed`, then seed + 1, ...), each running
 the example's runs through plot (and compare), starts DVC's queue with `--jobs`
 workers, waits for them, and writes metrics/spread/<example>.json: for every
@@ -9,7 +9,10 @@ deviation, min and max over the seeds, and what it was computed on. The
 experiments stay in `dvc exp show` (named spread-<example>-seed<N>); the run
 at params.yaml's own seed is the committed one, which DVC finds cached. Run
 again, it reuses what this commit's experiments already hold and re-queues
-only the missing or failed seeds.
+only the missing or failed seeds. `--set` passes `-S KEY=VALUE` to every
+seed's experiment (e.g. Fashion-MNIST where mnist.npz cannot be had); the
+spread file records the overrides, and `diff` says when a spread it uses was
+measured with some.
 
 `python -m stages diff [<rev>]` is `dvc metrics diff <rev>` with one more
 column: each change in units of the seed standard deviation measured for it,
@@ -19,6 +22,7 @@ Neither command is a stage: no stage depends on this module.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import statistics
@@ -130,16 +134,36 @@ def _experiment_metrics(show: Any, names: set[str]) -> dict[str, dict[str, Any]]
     return found
 
 
-def spread(example: str, seeds: int, jobs: int) -> Path:
+def experiment_names(example: str, first_seed: int, seeds: int, overrides: Iterable[str] = ()) -> dict[int, str]:
+    """{seed: experiment name}; overrides give the names a tag of their own, so other settings' experiments are not reused."""
+    overrides = sorted(overrides)
+    tag = "-" + hashlib.sha256("\n".join(overrides).encode()).hexdigest()[:8] if overrides else ""
+    return {first_seed + i: f"spread-{example}{tag}-seed{first_seed + i}" for i in range(seeds)}
+
+
+def check_overrides(overrides: Iterable[str]) -> list[str]:
+    """KEY=VALUE strings, as `dvc exp run -S` takes them; `seed` is the one key the spread sets itself."""
+    overrides = list(overrides)
+    for item in overrides:
+        key, eq, _ = item.partition("=")
+        if not eq or not key.strip():
+            raise InputError(f"--set {item!r}: expected KEY=VALUE, as `dvc exp run -S` takes it (e.g. seed-free params).")
+        if key.strip() == "seed":
+            raise InputError("--set seed=...: the spread sets `seed` itself (params.yaml's seed, then seed + 1, ...).")
+    return overrides
+
+
+def spread(example: str, seeds: int, jobs: int, overrides: Iterable[str] = ()) -> Path:
     """Queue, run and summarise `seeds` experiments of `example`; return the spread file."""
     from stages.core.params import read_params
     from stages.core.run import check_all_params
 
+    overrides = check_overrides(overrides)
     check_all_params()
     params = read_params()
     variants = list(params[example]["variants"])
-    first = int(params["seed"])
-    names = {first + i: f"spread-{example}-seed{first + i}" for i in range(seeds)}
+    names = experiment_names(example, int(params["seed"]), seeds, overrides)
+    settings = [arg for item in overrides for arg in ("-S", item)]
     done = set(_dvc("exp", "list", "--name-only", capture=True).split())  # experiments of this commit
     status = _queue_status()
     for seed, name in names.items():
@@ -147,7 +171,7 @@ def spread(example: str, seeds: int, jobs: int) -> Path:
             continue  # finished from this commit, or on its way: a second call picks up where the first left
         if name in status:
             _dvc("queue", "remove", name)  # failed before: queue it again
-        _dvc("exp", "run", "--queue", "--name", name, "-S", f"seed={seed}", *_targets(example, variants))
+        _dvc("exp", "run", "--queue", "--name", name, "-S", f"seed={seed}", *settings, *_targets(example, variants))
     _dvc("queue", "start", "--jobs", str(jobs))
     seen: dict[str, str] = {}
     while True:  # until none of them is queued or running
@@ -168,7 +192,8 @@ def spread(example: str, seeds: int, jobs: int) -> Path:
     from stages.core.metrics import computed_on
 
     out = SPREAD_DIR / f"{example}.json"
-    write_json(out, {"seeds": list(names), "computed_on": computed_on(), "metrics": summarise(per_seed)})
+    record = {"seeds": list(names), "computed_on": computed_on(), "metrics": summarise(per_seed)}
+    write_json(out, {**record, "overrides": overrides} if overrides else record)
     return out
 
 
@@ -176,7 +201,10 @@ def load_spreads(folder: Path = SPREAD_DIR) -> dict[tuple[str, str], float]:
     """{(metrics file, dotted key): seed standard deviation} from every spread file."""
     spreads = {}
     for path in sorted(folder.glob("*.json")):
-        for file, keys in json.loads(path.read_text(encoding="utf-8")).get("metrics", {}).items():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("overrides"):
+            print(f"note: {path} was measured with {' '.join(data['overrides'])}: a proxy for the defaults.", file=sys.stderr)
+        for file, keys in data.get("metrics", {}).items():
             for key, stats in keys.items():
                 spreads[(file, key)] = float(stats["std"])
     return spreads
@@ -213,7 +241,7 @@ def main(args: Any) -> int:
     if args.step == "spread":
         if args.seeds < 2 or args.jobs < 1:
             raise InputError(f"--seeds must be at least 2 and --jobs at least 1; got {args.seeds} and {args.jobs}.")
-        out = spread(args.example, args.seeds, args.jobs)
+        out = spread(args.example, args.seeds, args.jobs, args.overrides)
         stats = json.loads(out.read_text(encoding="utf-8"))["metrics"]
         for file, keys in stats.items():
             for key, s in keys.items():

@@ -58,7 +58,7 @@ def test_default_variant_is_the_first(tmp_path):
             ("train", "learning_rate", -1.0),
             "'stateful_lstm.train.learning_rate' = -1.0 is invalid: Input should be greater than 0",
         ),
-        (("preprocess", "damping", "fast"), "'stateful_lstm.preprocess.damping' = 'fast' is invalid"),
+        (("preprocess", "lahead", "far"), "'stateful_lstm.preprocess.lahead' = 'far' is invalid"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, expected):

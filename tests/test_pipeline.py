@@ -217,6 +217,7 @@ def test_cli_help_lists_examples_and_steps():
 
 
 def test_cli_reports_a_bad_param_without_traceback(project):
+    run(["python", "-m", "stages", "synthesize", "damped_cosine"], project)
     run(["python", "-m", "stages", "preprocess", "stateful_lstm"], project)
     set_param(project, "stateful_lstm.train.epochs", "many")
     out = run(["python", "-m", "stages", "train", "stateful_lstm"], project, check=False)

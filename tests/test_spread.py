@@ -52,11 +52,33 @@ def test_diff_marks_each_change_against_the_measured_spread(tmp_path):
     (tmp_path / "metrics" / "e" / "a.json").write_text(json.dumps({"loss": 1.05, "acc": 0.70}))
     spread_file = {"metrics": {"metrics/e/a.json": {"loss": {"std": 0.1}, "acc": {"std": 0.02}}}}
     (tmp_path / "metrics" / "spread").mkdir()
-    (tmp_path / "metrics" / "spread" / "e.json").write_text(json.dumps(spread_file))
-    out = run(
-        ["python", "-m", "stages", "diff", "HEAD"], tmp_path, PYTHONPATH=os.pathsep.join([str(HERMETIC), str(ROOT)])
-    ).stdout.splitlines()
+    proxy = {**spread_file, "overrides": ["e.preprocess.dataset=fashion_mnist"]}
+    (tmp_path / "metrics" / "spread" / "e.json").write_text(json.dumps(proxy))
+    done = run(["python", "-m", "stages", "diff", "HEAD"], tmp_path, PYTHONPATH=os.pathsep.join([str(HERMETIC), str(ROOT)]))
+    assert "measured with e.preprocess.dataset=fashion_mnist: a proxy for the defaults" in done.stderr
+    out = done.stdout.splitlines()
     rows = {line.split()[1]: line for line in out[1:]}
     assert out[0].split()[:2] == ["Path", "Metric"] and set(rows) == {"loss", "acc"}
     assert "0.5" in rows["loss"] and "within 2 std" in rows["loss"]
     assert "5.0" in rows["acc"] and "beyond 2 std" in rows["acc"]
+
+
+def test_experiment_names_keep_settings_apart():
+    """Without overrides, the names the committed spreads used; with them, a tag of their own, whatever their order."""
+    assert spread.experiment_names("e", 1337, 2) == {1337: "spread-e-seed1337", 1338: "spread-e-seed1338"}
+    tagged = spread.experiment_names("e", 1, 2, ["a.b=1", "c=x"])
+    assert tagged == spread.experiment_names("e", 1, 2, ["c=x", "a.b=1"])
+    assert tagged[1].startswith("spread-e-") and tagged[1].endswith("-seed1") and tagged[1] != "spread-e-seed1"
+    assert tagged != spread.experiment_names("e", 1, 2, ["a.b=2", "c=x"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [(["epochs"], "expected KEY=VALUE"), (["=3"], "expected KEY=VALUE"), (["seed=3"], "the spread sets `seed` itself")],
+)
+def test_overrides_are_checked_before_anything_is_queued(overrides, message):
+    from stages.core.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        spread.check_overrides(overrides)
+    assert spread.check_overrides(["e.train.epochs=2"]) == ["e.train.epochs=2"]
