@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -395,6 +396,37 @@ def test_trainer_stops_when_its_grandparent_dies_and_the_shell_lives(killed, tmp
     assert f"train@{RUN}: stopping because the process that started it, python" in text
     assert f"(PID {proc.pid}), has exited" in text
     assert not (killed / PATHS.model).exists()
+
+
+def test_trainer_outlives_the_terminal_that_started_its_pipeline(killed, tmp_path):
+    """`nohup make repro &`, then the terminal closes: the shell that started the pipeline exits while the program
+    that runs the step (dvc; here a Python launcher) lives on, and so must training (it was stopped: a bug)."""
+    set_param(killed, "stateful_lstm.train.epochs", 10_000)
+    shutil.rmtree(killed / PATHS.checkpoints)
+    shell = f"{sys.executable} -m stages {' '.join(TRAIN)}; exit $?"
+    launcher = f"import subprocess; subprocess.run(['/bin/sh', '-c', {shell!r}])"  # dvc's place: runs the step in sh
+    go = tmp_path / "close-the-terminal"
+    terminal = f"{shlex.quote(sys.executable)} -c {shlex.quote(launcher)} & while [ ! -e {go} ]; do sleep 0.1; done; exit 0"
+    log = tmp_path / "terminal.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["/bin/bash", "-c", terminal], cwd=killed, env=subprocess_env(), stdout=out, stderr=subprocess.STDOUT
+        )
+    trainer = None
+    try:
+        wait_for(lambda: checkpoint_epoch(killed) > 0 and lock_owner(killed) is not None, 120, "training to be under way", proc)
+        trainer = lock_owner(killed)
+        go.touch()
+        assert proc.wait(timeout=10) == 0  # the terminal's shell is gone
+        time.sleep(2)  # the watchdog looks every 0.25 s: it would have stopped the trainer by now
+        assert not gone(trainer)
+        epoch = checkpoint_epoch(killed)
+        wait_for(lambda: checkpoint_epoch(killed) > epoch, 60, "training to go on after the terminal closed")
+    finally:
+        proc.kill()
+        proc.wait()
+        kill_if_alive(trainer)
+    assert "stopping because" not in log.read_text()
 
 
 def test_validation_batches_have_a_known_length_so_keras_does_not_run_out_of_data():

@@ -5,7 +5,8 @@
   names its owner's PID, so a second trainer of the same run stops at once
   saying which process has it (two would write the same checkpoint and outputs);
 * on Linux, a watchdog thread stops the trainer when any process that started
-  it (dvc, and the shell dvc runs the command in) has exited, plus
+  it (dvc, and the shell dvc runs the command in; not the terminal or nohup
+  that started dvc) has exited, plus
   PR_SET_PDEATHSIG as the fast path, so an orphan never keeps writing models/
   beside a newer run. It exits with STOPPED_EXIT_CODE and writes no model.
 """
@@ -54,11 +55,21 @@ def _proc(pid: int) -> _Proc | None:
     return _Proc(pid, text[text.index("(") + 1 : name_end], fields[0], int(fields[1]), int(fields[19]))
 
 
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "busybox"})
+
+
 def _ancestors() -> list[_Proc]:
-    """Parent, grandparent ... up to but excluding PID 1 (init or a container's reaper)."""
+    """The processes that started this one: the shells above it, up to and including the first program that is
+    not a shell (dvc, or whatever launched the step), never PID 1.
+
+    Not what started that program: `nohup make repro &` from a terminal that
+    then closes, or a tmux pane's shell, must not stop training that dvc still runs.
+    """
     chain, pid = [], os.getppid()
     while pid > 1 and (proc := _proc(pid)) is not None:
         chain.append(proc)
+        if proc.name not in SHELLS:
+            break
         pid = proc.ppid
     return chain
 
