@@ -174,14 +174,21 @@ def spread(example: str, seeds: int, jobs: int, overrides: Iterable[str] = ()) -
         _dvc("exp", "run", "--queue", "--name", name, "-S", f"seed={seed}", *settings, *_targets(example, variants))
     _dvc("queue", "start", "--jobs", str(jobs))
     seen: dict[str, str] = {}
+    idle = 0
     while True:  # until none of them is queued or running
         status = {n: s for n, s in _queue_status().items() if n in names.values()}
         for name, state in status.items():
             if seen.get(name) != state:
                 print(f"{name}: {state}", flush=True)
         seen = status
-        if not any(state in ("Queued", "Running") for state in status.values()):
+        states = set(status.values())
+        if not states & {"Queued", "Running"}:
             break
+        idle = idle + 1 if "Running" not in states else 0
+        if idle >= 3:  # DVC's worker can stop with experiments still queued (treeverse/dvc#10562): start it again
+            print("the queue's workers stopped with experiments queued: starting them again", flush=True)
+            _dvc("queue", "start", "--jobs", str(jobs))
+            idle = 0
         time.sleep(10)
     found = _experiment_metrics(json.loads(_dvc("exp", "show", "--json", capture=True) or "[]"), set(names.values()))
     missing = [n for n in names.values() if n not in found]

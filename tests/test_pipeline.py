@@ -265,6 +265,7 @@ def test_example_modules_follow_the_shape(example):
     assert ast.get_docstring(tree) and len(ast.get_docstring(tree).splitlines()) > 5, "the docstring tells the original's story"
     names = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)}
     assert "Params" in names
+    assert "dataset" in names, "dataset(params) names the module of stages/datasets/ the run reads"
     for step in ("preprocess", "train", "evaluate", "plot", *(("compare",) if "compare" in names else ())):
         fn = names[step]
         assert ast.get_docstring(fn), f"{example}.{step} has no docstring"
