@@ -118,6 +118,11 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess
     return result
 
 
+def stages_cmd(*args: str) -> list[str]:
+    """`python -m stages <args>` with this interpreter."""
+    return [sys.executable, "-m", "stages", *args]
+
+
 def add_run(project: Path, example: str, variant: str, source: str, loader: str) -> str:
     """Add a run to params.yaml's `runs` (dvc.yaml iterates over it); returns its key."""
     key = f"{example}-{variant}"

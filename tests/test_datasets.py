@@ -26,6 +26,7 @@ import pytest
 from stages.core.errors import DatasetError, DatasetUnavailable
 from stages.datasets import fashion_mnist, fetch, imdb, mnist, nietzsche, reuters
 from stages.datasets.fetch import CHUNK, RemoteFile, fetch_file
+from stages.datasets.synthetic import synthetic_modules
 
 import fixtures
 from conftest import ROOT, SHARED_DATASETS, run, subprocess_env
@@ -71,7 +72,7 @@ def remote_for(mirror: Path, dataset: str, name: str, algorithm: str = "sha256")
 
 def test_dataset_modules_are_found_by_file_name():
     assert fetch.known_datasets() == ["damped_cosine", "fashion_mnist", "imdb", "imdb_standin", "mnist", "nietzsche", "reuters"]
-    downloaded = [d for d in fetch.known_datasets() if d not in ("damped_cosine", "imdb_standin")]  # synthetic: made
+    downloaded = [d for d in fetch.known_datasets() if d not in synthetic_modules()]  # the others are made
     sizes = {f.name: f.size for d in downloaded for f in fetch.remote_files(d)}
     assert sizes["nietzsche.txt"] == 600901 and sizes["train-images-idx3-ubyte.gz"] == 26421880
     assert sizes["mnist.npz"] == 11490434 and sizes["reuters_word_index.json"] == 550378

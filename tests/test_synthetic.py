@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from stages.core.layout import Layout, raw_dir
 from stages.core.params import read_params
 from stages.datasets import damped_cosine, imdb_standin, synthetic
 from stages.datasets.fetch import remote_files
-from tests.conftest import ROOT, run, set_param
+from tests.conftest import ROOT, run, set_param, stages_cmd
 
 
 def test_damped_cosine_values_and_shape():
@@ -75,15 +74,11 @@ def test_a_synthetic_dataset_is_not_downloaded():
         remote_files("damped_cosine")
 
 
-def stages(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stages", *args]
-
-
 def test_stateful_lahead_must_leave_points_to_score(project):
     """A check across sections (stateful_lstm's lahead, the series' length) stops preprocess, naming both keys."""
     set_param(project, "stateful_lstm.variants.lahead5000", {"preprocess": {"lahead": 6000}})  # tiny n_points: 6000
-    run(stages("synthesize", "damped_cosine"), project)
-    out = run(stages("preprocess", "stateful_lstm", "--variant", "lahead5000"), project, check=False)
+    run(stages_cmd("synthesize", "damped_cosine"), project)
+    out = run(stages_cmd("preprocess", "stateful_lstm", "--variant", "lahead5000"), project, check=False)
     assert out.returncode == 2
     assert (
         "'stateful_lstm.variants.lahead5000.preprocess.lahead' = 6000 must be less than the series' 6000 points "
@@ -95,9 +90,9 @@ def test_stateful_lahead_must_leave_points_to_score(project):
 def test_stateful_batch_size_must_divide_the_series(project):
     """Whole batches or nothing: train stops before building a model, and names both keys and the nearest fits."""
     set_param(project, "stateful_lstm.train.batch_size", 7)
-    run(stages("synthesize", "damped_cosine"), project)
-    run(stages("preprocess", "stateful_lstm", "--variant", "lahead1"), project)
-    out = run(stages("train", "stateful_lstm", "--variant", "lahead1"), project, check=False)
+    run(stages_cmd("synthesize", "damped_cosine"), project)
+    run(stages_cmd("preprocess", "stateful_lstm", "--variant", "lahead1"), project)
+    out = run(stages_cmd("train", "stateful_lstm", "--variant", "lahead1"), project, check=False)
     assert out.returncode == 2
     assert (
         "'stateful_lstm.train.batch_size' = 7 must divide the series' 6000 points ('synthetic.damped_cosine.n_points')"
@@ -109,5 +104,5 @@ def test_stateful_batch_size_must_divide_the_series(project):
 
 def test_check_validates_the_synthetic_section(project):
     set_param(project, "synthetic.damped_cosine.damping", -1.0)
-    out = run(stages("check"), project, check=False)
+    out = run(stages_cmd("check"), project, check=False)
     assert out.returncode == 2 and "'synthetic.damped_cosine.damping' = -1.0 is invalid" in out.stderr

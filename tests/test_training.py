@@ -29,7 +29,7 @@ from stages import cli
 from stages.core.layout import Layout
 from stages.core.run import make_run
 
-from conftest import SHARED_DATASETS, copy_project, git, run, set_param, shrink_params, subprocess_env
+from conftest import SHARED_DATASETS, copy_project, git, run, set_param, shrink_params, stages_cmd, subprocess_env
 
 RUN = "stateful_lstm-lahead1"
 PATHS = Layout(RUN)
@@ -52,10 +52,6 @@ def assert_same_weights(a, b) -> None:
 
 def loss_log(project: Path) -> str:
     return (project / PATHS.training / "plots" / "metrics" / "loss.tsv").read_text()
-
-
-def stages_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stages", *args]
 
 
 def tiny(project: Path, n_points: int = 1000, epochs: int = EPOCHS) -> None:

@@ -26,9 +26,10 @@ SECTION = "synthetic"
 
 
 def synthetic_modules() -> list[str]:
-    """The modules of stages/datasets/ that define `synthesize` (imports every dataset module: for messages only)."""
-    names = (p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_"))
-    return sorted(n for n in names if n != "synthetic" and hasattr(importlib.import_module(f"stages.datasets.{n}"), "synthesize"))
+    """The datasets (fetch.known_datasets) that define `synthesize`; imports every dataset module: for messages only."""
+    from stages.datasets.fetch import known_datasets
+
+    return [n for n in known_datasets() if hasattr(importlib.import_module(f"stages.datasets.{n}"), "synthesize")]
 
 
 def module_of(name: str) -> ModuleType:
@@ -43,25 +44,30 @@ def module_of(name: str) -> ModuleType:
     return module
 
 
+def _validated(module: ModuleType, name: str, values: Any, path: str) -> Any:
+    """`synthetic.<name>` checked by the dataset's own Params."""
+    return validate_section(values, f"{SECTION}.{name}", module.Params, path)
+
+
 def validate(data: dict[str, Any], path: str = "params.yaml") -> dict[str, Any]:
     """Every entry of params.yaml's `synthetic` section, validated by its module's Params: {name: params}."""
     section = data.get(SECTION, {})
     if not isinstance(section, dict):
         raise ParamsError(f"{path}: '{SECTION}' must map each synthetic dataset's name to its settings.")
-    return {name: validate_section(values, f"{SECTION}.{name}", module_of(name).Params, path) for name, values in section.items()}
+    return {name: _validated(module_of(name), name, values, path) for name, values in section.items()}
 
 
 def synthesize(name: str, params_file: str = "params.yaml") -> dict[str, Any]:
     """Make data/raw/<name>/ from `synthetic.<name>`: one .npy per array, and meta.json (the params and shapes)."""
-    data = read_params(params_file)
-    section = data.get(SECTION)
+    section = read_params(params_file).get(SECTION)
     if not isinstance(section, dict) or name not in section:
         raise ParamsError(
             f"{params_file}: '{SECTION}.{name}' is missing: the settings synthesize@{name} makes its data from "
             f"(stages/datasets/{name}.py's Params says which keys)."
         )
-    params = validate_section(section[name], f"{SECTION}.{name}", module_of(name).Params, params_file)
-    arrays = module_of(name).synthesize(params)
+    module = module_of(name)
+    params = _validated(module, name, section[name], params_file)
+    arrays = module.synthesize(params)
     shapes = {key: f"{tuple(a.shape)} {a.dtype}" for key, a in arrays.items()}
     with atomic_dir(raw_dir(name)) as out:
         save_arrays(out, arrays)
